@@ -1,0 +1,3 @@
+from medchat.cli import main
+
+main()

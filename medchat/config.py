@@ -1,0 +1,299 @@
+"""Typed, frozen settings.
+
+Precedence, lowest first: the defaults below < the TOML file (``medchat config path``) < ``MEDCHAT_*``
+environment variables < command-line flags. Every field carries its documentation in
+``metadata["doc"]``; ``medchat config init`` writes those docs as comments.
+
+Environment variables name the key path in upper case: ``model`` -> ``MEDCHAT_MODEL``,
+``generation.temperature`` -> ``MEDCHAT_GENERATION_TEMPERATURE``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from medchat import paths
+from medchat.errors import ConfigError
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a careful medical expert with advanced knowledge in clinical reasoning, diagnostics and "
+    "treatment planning. Think through the question step by step, then give a concise, accurate answer."
+)
+
+
+def doc(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
+    """A dataclass field with its documentation attached."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use tuples for sequence defaults")
+    return field(default=default, metadata={"doc": text}, **kw)
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How the model samples its reply."""
+
+    temperature: float = doc("Sampling temperature; 0 means greedy decoding.", 0.6)
+    top_p: float = doc("Nucleus sampling: keep the smallest token set whose probability reaches this.", 0.95)
+    top_k: int = doc("Keep only the k most likely tokens; 0 turns the filter off.", 0)
+    max_new_tokens: int = doc("Most tokens one reply may use, reasoning included.", 1200)
+    repetition_penalty: float = doc(
+        "Above 1.0 discourages repeats. Keep 1.0 for reasoning models: it also penalises the "
+        "tokens of </think>.",
+        1.0,
+    )
+    seed: int = doc("Random seed for sampling; -1 picks a fresh one each time.", -1)
+
+    def validate(self) -> None:
+        if self.temperature < 0:
+            raise ConfigError(f"generation.temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"generation.top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ConfigError(f"generation.top_k must be >= 0, got {self.top_k}")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"generation.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.repetition_penalty <= 0:
+            raise ConfigError(
+                f"generation.repetition_penalty must be > 0, got {self.repetition_penalty}"
+            )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything medchat reads from config. Top-level keys configure the chat and its model."""
+
+    model: str = doc(
+        "Base model: 'auto', a catalogue name (see `medchat models`), a hub id, a local folder or "
+        "a .gguf file.",
+        "auto",
+    )
+    adapter: str = doc("LoRA adapter to load: a name from `medchat adapters list` or a folder. Empty: none.", "")
+    backend: Literal["auto", "unsloth", "hf"] = doc(
+        "'unsloth' (CUDA + unsloth installed), 'hf' (transformers + peft, any device) or 'auto'.", "auto"
+    )
+    device: Literal["auto", "cpu", "cuda"] = doc("Where the model runs.", "auto")
+    quantize: Literal["auto", "4bit", "none"] = doc(
+        "'4bit' loads weights with bitsandbytes NF4; 'auto' = 4bit on CUDA, none on CPU.", "auto"
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = doc(
+        "Compute dtype; 'auto' = bfloat16 where supported, else float16 (GPU) or float32.", "auto"
+    )
+    endpoint: str = doc(
+        "Base URL of an OpenAI-compatible server to chat with instead of a local model "
+        "(e.g. http://127.0.0.1:8000/v1). Empty: local model.",
+        "",
+    )
+    api_key: str = doc("API key sent to `endpoint`, or required by `medchat serve`. Empty: none.", "")
+    system_prompt: str = doc("System prompt for every conversation.", DEFAULT_SYSTEM_PROMPT)
+    history: bool = doc("Save conversations to the local history database (file mode 0600).", True)
+    offline: bool = doc("Never contact the model hub; use cached models only.", False)
+    generation: GenerationSettings = field(
+        default_factory=GenerationSettings, metadata={"doc": "Sampling settings."}
+    )
+
+    def validate(self) -> "Settings":
+        self.generation.validate()
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+def _tomllib():
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised only on 3.10
+        import tomli as tomllib
+    return tomllib
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _nearest(key: str, options: list[str]) -> str:
+    match = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
+    return f"; did you mean '{match[0]}'?" if match else f"; valid keys: {', '.join(sorted(options))}"
+
+
+def _coerce(value: Any, hint: Any, where: str, from_text: bool) -> Any:
+    """Check (or, for env/flag text, convert) one value against its type hint."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, choices))}")
+        return value
+    if origin in (tuple,):
+        if from_text and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    if hint is bool:
+        if from_text and isinstance(value, str):
+            low = value.strip().lower()
+            if low in {"1", "true", "yes", "on"}:
+                return True
+            if low in {"0", "false", "no", "off"}:
+                return False
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if from_text and isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if from_text and isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported settings type {hint!r}")  # a bug in this module, not user input
+
+
+def merge(cls: type, base: Any, values: Mapping[str, Any], source: str, from_text: bool = False) -> Any:
+    """Return ``base`` (an instance of dataclass ``cls``) with ``values`` applied, strictly checked.
+
+    ``values`` is nested like the TOML file. ``source`` names the file or origin in error messages.
+    """
+    fields = _fields(cls)
+    hints = _hints(cls)
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"{source}: unknown key '{key}'{_nearest(key, list(fields))}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{source}: '{key}' must be a table ([{key}])")
+            changes[key] = merge(hint, getattr(base, key), value, f"{source} [{key}]", from_text)
+        else:
+            changes[key] = _coerce(value, hint, f"{source}: key '{key}'", from_text)
+    return dataclasses.replace(base, **changes)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return _tomllib().load(fh)
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except _tomllib().TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def env_values(cls: type, env: Mapping[str, str], prefix: str = "MEDCHAT_") -> dict[str, Any]:
+    """Collect ``MEDCHAT_*`` variables for the fields of ``cls`` (nested tables included)."""
+    out: dict[str, Any] = {}
+    hints = _hints(cls)
+    for name in _fields(cls):
+        var = f"{prefix}{name.upper()}"
+        if dataclasses.is_dataclass(hints[name]):
+            nested = env_values(hints[name], env, var + "_")
+            if nested:
+                out[name] = nested
+        elif var in env:
+            out[name] = env[var]
+    return out
+
+
+def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"generation.temperature": 0.2}`` -> ``{"generation": {"temperature": 0.2}}``; None values skipped."""
+    out: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        if value is None:
+            continue
+        *parents, leaf = dotted.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    config_path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Defaults < file < MEDCHAT_* env < flags (dotted keys, None = not given)."""
+    env = os.environ if env is None else env
+    path = config_path or Path(env.get("MEDCHAT_CONFIG", "") or paths.config_file())
+    settings = Settings()
+    settings = merge(Settings, settings, read_toml(path), str(path))
+    settings = merge(Settings, settings, env_values(Settings, env), "environment", from_text=True)
+    settings = merge(Settings, settings, nest(flags or {}), "command line", from_text=True)
+    return settings.validate()
+
+
+def field_docs(cls: type = Settings) -> list[tuple[str, Any, str]]:
+    """(dotted key, default, doc) for every setting, for `config init` and `config show`."""
+    rows: list[tuple[str, Any, str]] = []
+    hints = _hints(cls)
+    default = cls()
+    for name, f in _fields(cls).items():
+        if dataclasses.is_dataclass(hints[name]):
+            rows += [(f"{name}.{k}", v, d) for k, v, d in field_docs(hints[name])]
+        else:
+            rows.append((name, getattr(default, name), f.metadata.get("doc", "")))
+    return rows
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def render_toml(settings: Any, commented: bool = False) -> str:
+    """The settings as TOML; with ``commented`` every key is commented out under its doc line."""
+    top: list[str] = []
+    tables: dict[str, list[str]] = {}
+    cls = type(settings)
+    for key, _default, text in field_docs(cls):
+        value = settings
+        for part in key.split("."):
+            value = getattr(value, part)
+        table, _, leaf = key.rpartition(".")
+        lines = tables.setdefault(table, []) if table else top
+        if commented:
+            lines.append(f"# {text}")
+        lines.append(f"{'# ' if commented else ''}{leaf} = {_toml_value(value)}")
+        if commented:
+            lines.append("")
+    out = "\n".join(top).rstrip() + "\n"
+    for table, lines in tables.items():
+        out += f"\n[{table}]\n" + "\n".join(lines).rstrip() + "\n"
+    return out

@@ -1,0 +1,240 @@
+"""Turn a backend's raw stream into typed events, and keep a multi-turn conversation.
+
+Only answers go back to the model: earlier turns' reasoning is kept for the user, never re-sent.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Iterator, Sequence
+
+from medchat.config import GenerationSettings
+from medchat.engine.backends.base import Backend, Finished, Message, PromptReady, RawText
+from medchat.engine.events import (
+    AnswerDelta,
+    Event,
+    GenerationDone,
+    GenerationFailed,
+    GenerationStats,
+    ReasoningDelta,
+)
+from medchat.engine.reasoning import ReasoningSplitter
+from medchat.errors import MedchatError, out_of_memory
+
+
+def stream_events(
+    backend: Backend,
+    messages: Sequence[Message],
+    settings: GenerationSettings,
+    cancel: threading.Event | None = None,
+    *,
+    continue_final: bool = False,
+    continue_in_reasoning: bool = False,
+) -> Iterator[Event]:
+    """Run one generation: yields Reasoning/Answer deltas, then exactly one Done or Failed."""
+    cancel = cancel or threading.Event()
+    start = time.perf_counter()
+    splitter = ReasoningSplitter(start_in_reasoning=continue_in_reasoning)
+    reasoning: list[str] = []
+    answer: list[str] = []
+    prompt_tokens = completion = reasoning_tokens = 0
+    first_token: float | None = None
+    reasoning_end: float | None = None
+    reason = "stop"
+
+    def route(events: Sequence[ReasoningDelta | AnswerDelta]) -> Iterator[Event]:
+        nonlocal reasoning_tokens, reasoning_end
+        for ev in events:
+            if isinstance(ev, ReasoningDelta):
+                reasoning_tokens += ev.tokens
+                reasoning.append(ev.text)
+            else:
+                if reasoning_end is None and (reasoning or splitter.saw_reasoning) and ev.text:
+                    reasoning_end = time.perf_counter() - start
+                answer.append(ev.text)
+            if ev.text:
+                yield ev
+
+    try:
+        for item in backend.stream(messages, settings, cancel, continue_final=continue_final):
+            if isinstance(item, PromptReady):
+                prompt_tokens = item.prompt_tokens
+                if item.opens_in_reasoning and not continue_final:
+                    splitter = ReasoningSplitter(start_in_reasoning=True)
+            elif isinstance(item, RawText):
+                if first_token is None and item.text:
+                    first_token = time.perf_counter() - start
+                completion += item.tokens
+                yield from route(splitter.feed(item.text, item.tokens))
+            elif isinstance(item, (ReasoningDelta, AnswerDelta)):  # pre-split by an endpoint
+                if first_token is None and item.text:
+                    first_token = time.perf_counter() - start
+                completion += item.tokens
+                yield from route([item])
+            elif isinstance(item, Finished):
+                completion = max(completion, item.completion_tokens)
+                reason = item.reason
+        yield from route(splitter.close())
+    except Exception as exc:  # noqa: BLE001 - every failure becomes an event; the caller stays alive
+        yield from route(splitter.close())
+        if isinstance(exc, MedchatError):
+            message = str(exc)
+        elif out_of_memory(exc):
+            message = "out of memory while generating: lower generation.max_new_tokens or use a smaller model"
+        else:
+            message = f"generation failed: {type(exc).__name__}: {exc}"
+        yield GenerationFailed(
+            message, "".join(reasoning), "".join(answer), out_of_memory=out_of_memory(exc), exception=exc
+        )
+        return
+    if reason == "length" and splitter.in_reasoning:
+        reason = "length_in_reasoning"
+    if cancel.is_set() and reason == "stop":
+        reason = "cancelled"
+    stats = GenerationStats(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion,
+        reasoning_tokens=reasoning_tokens,
+        seconds=time.perf_counter() - start,
+        first_token_seconds=first_token,
+        reasoning_seconds=reasoning_end if reasoning_end is not None else (
+            time.perf_counter() - start if splitter.saw_reasoning else None
+        ),
+        finish_reason=reason,  # type: ignore[arg-type]
+    )
+    yield GenerationDone("".join(reasoning), "".join(answer), stats)
+
+
+@dataclass
+class Turn:
+    """One exchange. ``reasoning`` is shown and stored but never sent back to the model."""
+
+    user: str
+    reasoning: str = ""
+    answer: str = ""
+    stats: GenerationStats | None = None
+    error: str = ""
+    created: float = field(default_factory=time.time)
+
+    @property
+    def finish_reason(self) -> str:
+        if self.error:
+            return "error"
+        return self.stats.finish_reason if self.stats else ""
+
+    @property
+    def can_continue(self) -> bool:
+        return self.finish_reason in {"length", "length_in_reasoning"}
+
+
+class ChatSession:
+    """A conversation with one backend. Generation methods are iterators of events, meant to run in
+    a worker thread; ``cancel()`` may be called from any thread."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        generation: GenerationSettings | None = None,
+        system_prompt: str = "",
+        turns: Sequence[Turn] = (),
+    ) -> None:
+        self.backend = backend
+        self.generation = generation or GenerationSettings()
+        self.system_prompt = system_prompt
+        self.turns: list[Turn] = list(turns)
+        self._cancel = threading.Event()
+
+    # -- prompt ---------------------------------------------------------------------------------
+    def messages(self, upto: int | None = None) -> list[Message]:
+        """The prompt for turn ``upto`` (default: the last turn): earlier answers only."""
+        turns = self.turns if upto is None else self.turns[: upto + 1]
+        out = [Message("system", self.system_prompt)] if self.system_prompt else []
+        for i, turn in enumerate(turns):
+            out.append(Message("user", turn.user))
+            if i < len(turns) - 1:
+                out.append(Message("assistant", turn.answer))
+        return out
+
+    def context_tokens(self) -> int:
+        msgs = self.messages()
+        return self.backend.count_tokens(msgs) if msgs else 0
+
+    # -- generation -----------------------------------------------------------------------------
+    def send(self, text: str) -> Iterator[Event]:
+        self.turns.append(Turn(user=text))
+        return self._run(self.messages())
+
+    def regenerate(self) -> Iterator[Event]:
+        """Replace the last turn's reply with a fresh one."""
+        if not self.turns:
+            raise MedchatError("nothing to regenerate yet")
+        last = self.turns[-1]
+        self.turns[-1] = Turn(user=last.user)
+        return self._run(self.messages())
+
+    def continue_last(self) -> Iterator[Event]:
+        """Continue a reply that ran out of tokens, from where it stopped."""
+        if not self.turns or not self.turns[-1].can_continue:
+            raise MedchatError("the last reply did not stop early; nothing to continue")
+        turn = self.turns[-1]
+        in_reasoning = turn.finish_reason == "length_in_reasoning"
+        partial = f"<think>\n{turn.reasoning}" if in_reasoning else self._raw_reply(turn)
+        msgs = self.messages() + [Message("assistant", partial)]
+        return self._run(msgs, continue_final=True, continue_in_reasoning=in_reasoning, extend=True)
+
+    @staticmethod
+    def _raw_reply(turn: Turn) -> str:
+        if turn.reasoning:
+            return f"<think>\n{turn.reasoning}\n</think>\n{turn.answer}"
+        return turn.answer
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def _run(
+        self,
+        messages: list[Message],
+        continue_final: bool = False,
+        continue_in_reasoning: bool = False,
+        extend: bool = False,
+    ) -> Iterator[Event]:
+        self._cancel = cancel = threading.Event()
+        turn = self.turns[-1]
+        before_reasoning, before_answer = (turn.reasoning, turn.answer) if extend else ("", "")
+        for event in stream_events(
+            self.backend,
+            messages,
+            self.generation,
+            cancel,
+            continue_final=continue_final,
+            continue_in_reasoning=continue_in_reasoning,
+        ):
+            if isinstance(event, ReasoningDelta):
+                turn.reasoning += event.text
+            elif isinstance(event, AnswerDelta):
+                turn.answer += event.text
+            elif isinstance(event, GenerationDone):
+                turn.reasoning = before_reasoning + event.reasoning
+                turn.answer = before_answer + event.answer
+                turn.stats = _merge_stats(turn.stats, event.stats) if extend else event.stats
+                turn.error = ""
+            elif isinstance(event, GenerationFailed):
+                turn.error = event.error
+            yield event
+
+
+def _merge_stats(old: GenerationStats | None, new: GenerationStats) -> GenerationStats:
+    if old is None:
+        return new
+    return replace(
+        new,
+        prompt_tokens=old.prompt_tokens,
+        completion_tokens=old.completion_tokens + new.completion_tokens,
+        reasoning_tokens=old.reasoning_tokens + new.reasoning_tokens,
+        seconds=old.seconds + new.seconds,
+        first_token_seconds=old.first_token_seconds,
+        reasoning_seconds=(old.reasoning_seconds or 0) + (new.reasoning_seconds or 0)
+        if new.reasoning_seconds is not None else old.reasoning_seconds,
+    )
