@@ -65,6 +65,100 @@ class GenerationSettings:
             )
 
 
+DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """`medchat finetune`: data, LoRA and trainer settings. Recipes (`medchat recipes`) set these."""
+
+    dataset: str = doc(
+        "Training data: a hub data set id, a local .json/.jsonl/.csv/.parquet file, or 'sample' "
+        "(the small medical chain-of-thought set bundled with medchat).",
+        "FreedomIntelligence/medical-o1-reasoning-SFT",
+    )
+    subset: str = doc("Hub data set configuration (medical-o1: 'en' or 'zh'). Empty: the default one.", "en")
+    split: str = doc("Hub data set split.", "train")
+    columns: str = doc(
+        "Map other column names: 'question=COL,reasoning=COL,answer=COL'. Empty: detect the shape "
+        "(medical-o1, Alpaca, chat messages / ShareGPT).",
+        "",
+    )
+    prompt_style: str = doc(
+        "'auto' (the model's own), 'chat_template', or a seed style: 'r1-medical', "
+        "'task-query-answer', 'medical-qa'. Chat uses the same one at inference.",
+        "auto",
+    )
+    samples: int = doc("Train on this many rows (0 = all).", 0)
+    select: Literal["random", "first"] = doc(
+        "How `samples` picks rows: a seeded random subset, or the first N (the seeds' behaviour).", "random"
+    )
+    fraction: float = doc("Train on this share of the rows instead (e.g. 0.1); 0 = use `samples`.", 0.0)
+    eval_rows: int = doc("Held-out rows (never trained on) for the before/after report card; 0 = no eval.", 4)
+    eval_max_new_tokens: int = doc("Token budget per reply in the report-card evaluation.", 256)
+    max_seq_length: int = doc("Longest training example in tokens.", 2048)
+    on_long: Literal["truncate", "drop"] = doc("What to do with rows longer than `max_seq_length`.", "truncate")
+    lora_r: int = doc("LoRA rank.", 16)
+    lora_alpha: int = doc("LoRA alpha (scaling numerator).", 16)
+    lora_dropout: float = doc("LoRA dropout.", 0.0)
+    use_rslora: bool = doc("Rank-stabilised LoRA (scales by alpha/sqrt(r)).", False)
+    target_modules: tuple[str, ...] = doc("Layers that get LoRA weights.", DEFAULT_TARGET_MODULES)
+    batch_size: int = doc("Examples per device per step.", 1)
+    grad_accum: int = doc("Gradient accumulation steps per optimizer step.", 4)
+    max_steps: int = doc("Optimizer steps to train; 0 = train for `epochs` instead.", 60)
+    epochs: float = doc("Passes over the data when `max_steps` is 0.", 1.0)
+    learning_rate: float = doc("Peak learning rate.", 2e-4)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = doc(
+        "Learning-rate schedule.", "linear"
+    )
+    warmup_steps: int = doc("Linear warm-up steps.", 5)
+    warmup_ratio: float = doc("Warm-up as a share of all steps (used instead of `warmup_steps` when > 0).", 0.0)
+    weight_decay: float = doc("AdamW weight decay.", 0.01)
+    optimizer: Literal["auto", "adamw_8bit", "adamw_torch", "adamw_torch_fused", "sgd"] = doc(
+        "'auto' = 8-bit AdamW on CUDA, AdamW on CPU.", "auto"
+    )
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = doc(
+        "Training precision; 'auto' = bf16 where supported, else fp16 on GPU, bf16 autocast on CPU.", "auto"
+    )
+    packing: Literal["auto", "padding_free", "off"] = doc(
+        "'padding_free' trains on unpadded, concatenated rows (faster on CUDA); 'auto' = on with CUDA.", "auto"
+    )
+    gradient_checkpointing: Literal["auto", "unsloth", "on", "off"] = doc(
+        "'auto' = Unsloth's on CUDA, off on CPU (memory is not the limit there, speed is).", "auto"
+    )
+    seed: int = doc("Seed for row selection, LoRA init and data order.", 3407)
+    logging_steps: int = doc("Log loss every N steps (to --report-to).", 1)
+    save_steps: int = doc("Save a resumable checkpoint every N steps; 0 = only when interrupted.", 50)
+    report_to: Literal["none", "wandb", "tensorboard"] = doc("Where training metrics go besides the terminal.", "none")
+    merge: bool = doc("Also save a merged 16-bit model beside the adapter.", False)
+    push_to_hub: str = doc("Push the adapter (and merged model) to this hub repo. Empty: do not push.", "")
+
+    def validate(self) -> None:
+        checks = [
+            (self.samples >= 0, "samples must be >= 0"),
+            (0 <= self.fraction <= 1, "fraction must be between 0 and 1"),
+            (self.eval_rows >= 0, "eval_rows must be >= 0"),
+            (self.eval_max_new_tokens >= 1, "eval_max_new_tokens must be >= 1"),
+            (self.max_seq_length >= 16, "max_seq_length must be >= 16"),
+            (self.lora_r >= 1, "lora_r must be >= 1"),
+            (self.lora_alpha >= 1, "lora_alpha must be >= 1"),
+            (0 <= self.lora_dropout < 1, "lora_dropout must be in [0, 1)"),
+            (bool(self.target_modules), "target_modules must not be empty"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.grad_accum >= 1, "grad_accum must be >= 1"),
+            (self.max_steps >= 0, "max_steps must be >= 0"),
+            (self.max_steps > 0 or self.epochs > 0, "set max_steps or epochs above 0"),
+            (self.learning_rate > 0, "learning_rate must be > 0"),
+            (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
+            (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
+            (self.logging_steps >= 1, "logging_steps must be >= 1"),
+            (self.save_steps >= 0, "save_steps must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"finetune.{message}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything medchat reads from config. Top-level keys configure the chat and its model."""
@@ -97,9 +191,13 @@ class Settings:
     generation: GenerationSettings = field(
         default_factory=GenerationSettings, metadata={"doc": "Sampling settings."}
     )
+    finetune: FinetuneSettings = field(
+        default_factory=FinetuneSettings, metadata={"doc": "`medchat finetune` settings."}
+    )
 
     def validate(self) -> "Settings":
         self.generation.validate()
+        self.finetune.validate()
         return self
 
 
