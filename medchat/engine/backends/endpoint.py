@@ -1,0 +1,317 @@
+"""A backend that chats with any OpenAI-compatible server (vLLM, llama.cpp, `medchat serve`, ...).
+
+Standard library only. Reasoning arrives either pre-split (``reasoning_content`` or ``reasoning``
+deltas: vLLM's reasoning parsers, `medchat serve`) or inline as ``<think>`` tags in ``content``,
+which the engine's splitter separates like local output.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import ssl
+import threading
+from typing import Any, Iterator, Sequence
+from urllib.parse import urlsplit
+
+from medchat.config import GenerationSettings
+from medchat.engine.backends.base import (
+    BackendInfo,
+    Finished,
+    Message,
+    PromptReady,
+    RawText,
+    StreamItem,
+)
+from medchat.engine.events import ReasoningDelta
+from medchat.errors import AdapterError, BackendError, UsageError
+
+CONNECT_TIMEOUT = 5.0  # fail fast when nothing listens
+READ_TIMEOUT = 600.0  # a big model may think a long time before its first token
+
+
+class EndpointBackend:
+    """Streams chat completions from ``base_url`` (e.g. ``http://127.0.0.1:8000/v1``).
+
+    ``model`` "auto" (or "") picks the first model the server lists. The server is asked for its
+    model list at construction, so a wrong URL or key fails at once with one clear line.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str = "",
+        model: str = "auto",
+        *,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        read_timeout: float = READ_TIMEOUT,
+    ) -> None:
+        self.base_url = normalize_base_url(base_url)
+        parts = urlsplit(self.base_url)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port or (443 if self._https else 80)
+        self._path = parts.path.rstrip("/")
+        self.api_key = api_key
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        listing = self.list_models()
+        self.served = [m.get("id", "") for m in listing if isinstance(m, dict)]
+        if model in ("", "auto"):
+            if not self.served:
+                raise BackendError(f"{self.base_url} lists no models; pass --model NAME")
+            model = self.served[0]
+        elif self.served and model not in self.served:
+            raise BackendError(
+                f"{self.base_url} does not serve '{model}'; it serves: {', '.join(self.served)}"
+            )
+        self.base_model = model
+        self.model = model
+        context = next((m.get("max_model_len") for m in listing if isinstance(m, dict) and m.get("id") == model), 0)
+        self.info = BackendInfo(
+            backend="endpoint",
+            model=model,
+            device=parts.netloc,
+            context_length=context if isinstance(context, int) else 0,
+        )
+
+    # -- HTTP -----------------------------------------------------------------------------------
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._https:
+            return http.client.HTTPSConnection(
+                self._host, self._port, timeout=self.connect_timeout, context=ssl.create_default_context()
+            )
+        return http.client.HTTPConnection(self._host, self._port, timeout=self.connect_timeout)
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None):
+        """Send a request; return (connection, response) for a 2xx, else raise BackendError."""
+        conn = self._connection()
+        data = json.dumps(body).encode() if body is not None else None
+        try:
+            conn.connect()
+            conn.sock.settimeout(self.read_timeout)
+            conn.request(method, self._path + path, body=data, headers=self._headers())
+            response = conn.getresponse()
+        except (socket.timeout, TimeoutError):
+            conn.close()
+            raise BackendError(f"cannot reach {self.base_url}: timed out") from None
+        except ConnectionRefusedError:
+            conn.close()
+            raise BackendError(f"cannot reach {self.base_url}: connection refused (is the server running?)") from None
+        except ssl.SSLError as exc:
+            conn.close()
+            raise BackendError(f"cannot reach {self.base_url}: TLS error: {exc.reason or exc}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise BackendError(f"cannot reach {self.base_url}: {reason}") from None
+        if response.status >= 300:
+            raw = response.read(65536)
+            conn.close()
+            raise BackendError(http_error(self.base_url, response.status, raw))
+        return conn, response
+
+    def list_models(self) -> list[dict[str, Any]]:
+        conn, response = self._request("GET", "/models")
+        try:
+            payload = json.loads(response.read())
+        except ValueError:
+            raise BackendError(f"{self.base_url}/models did not answer JSON: is this an OpenAI-compatible API?") from None
+        finally:
+            conn.close()
+        data = payload.get("data") if isinstance(payload, dict) else None
+        return data if isinstance(data, list) else []
+
+    # -- Backend protocol -----------------------------------------------------------------------
+    def request_body(
+        self, messages: Sequence[Message], settings: GenerationSettings, continue_final: bool = False
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            "max_tokens": settings.max_new_tokens,
+        }
+        # Extensions that vLLM, llama.cpp and `medchat serve` accept; sent only when not the default.
+        if settings.top_k > 0:
+            body["top_k"] = settings.top_k
+        if settings.seed >= 0:
+            body["seed"] = settings.seed
+        if settings.repetition_penalty != 1.0:
+            body["repetition_penalty"] = settings.repetition_penalty
+        if continue_final:
+            body["continue_final_message"] = True
+            body["add_generation_prompt"] = False
+        return body
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        settings: GenerationSettings,
+        cancel: threading.Event,
+        continue_final: bool = False,
+    ) -> Iterator[StreamItem]:
+        conn, response = self._request("POST", "/chat/completions", self.request_body(messages, settings, continue_final))
+        done = threading.Event()
+
+        def close_on_cancel() -> None:
+            # The reader may be blocked waiting for the next token: shutting the socket wakes it.
+            while not done.wait(0.1):
+                if cancel.is_set():
+                    try:
+                        if conn.sock is not None:
+                            conn.sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    return
+
+        threading.Thread(target=close_on_cancel, name="medchat-endpoint-cancel", daemon=True).start()
+        yield PromptReady(0)
+        produced = 0
+        reason = "stop"
+        usage: dict[str, Any] = {}
+        try:
+            streamed = "json" not in (response.getheader("Content-Type") or "")
+            # A server that ignores stream=true answers with one JSON completion instead.
+            payloads = sse_payloads(response) if streamed else [as_chunk(json.loads(response.read()))]
+            for payload in payloads:
+                if cancel.is_set():
+                    break
+                if payload.get("error"):
+                    error = payload["error"]
+                    message = error.get("message") if isinstance(error, dict) else str(error)
+                    raise BackendError(f"{self.base_url} failed while generating: {message}")
+                if isinstance(payload.get("usage"), dict):
+                    usage = payload["usage"]
+                for choice in payload.get("choices") or ():
+                    delta = choice.get("delta") or {}
+                    thought = delta.get("reasoning_content") or delta.get("reasoning")
+                    if isinstance(thought, str) and thought:
+                        produced += 1
+                        yield ReasoningDelta(thought, 1)
+                    text = delta.get("content")
+                    if isinstance(text, str) and text:
+                        produced += 1
+                        yield RawText(text, 1)
+                    if choice.get("finish_reason"):
+                        reason = "length" if choice["finish_reason"] == "length" else "stop"
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            if not cancel.is_set():
+                raise BackendError(f"{self.base_url} closed the stream: {exc or type(exc).__name__}") from None
+        finally:
+            done.set()
+            conn.close()
+        if cancel.is_set():
+            yield Finished(produced, "cancelled")
+            return
+        if usage.get("prompt_tokens"):
+            # Servers report usage only at the end; a second PromptReady carries the real prompt size.
+            yield PromptReady(int(usage["prompt_tokens"]))
+        yield Finished(int(usage.get("completion_tokens") or produced), reason)  # type: ignore[arg-type]
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        return 0  # the OpenAI API has no tokenizer endpoint
+
+    def set_adapter(self, adapter: str | None) -> None:
+        """Serve-side LoRA: the adapter is a model name the server lists (vLLM ``--lora-modules``)."""
+        if adapter is None:
+            self.model = self.base_model
+        else:
+            if "/" in adapter or adapter.startswith("."):
+                raise AdapterError(
+                    f"an endpoint cannot load the adapter folder {adapter}; serve it there "
+                    "(vLLM: --lora-modules NAME=PATH) and pass NAME"
+                )
+            if self.served and adapter not in self.served:
+                raise AdapterError(
+                    f"{self.base_url} does not serve an adapter named '{adapter}'; it serves: {', '.join(self.served)}"
+                )
+            self.model = adapter
+        self.info = BackendInfo(**{**self.info.__dict__, "model": self.base_model, "adapter": adapter or ""})
+
+    def close(self) -> None:
+        pass
+
+
+def normalize_base_url(url: str) -> str:
+    """``host:8000`` or ``http://host:8000`` -> ``http://host:8000/v1``; an explicit path is kept."""
+    url = url.strip()
+    if "://" not in url:
+        url = "http://" + url
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"endpoint must be an http(s) URL like http://127.0.0.1:8000/v1, got {url!r}")
+    try:
+        parts.port
+    except ValueError:
+        raise UsageError(f"endpoint {url!r} has an invalid port") from None
+    path = parts.path.rstrip("/")
+    if not path:
+        path = "/v1"
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def http_error(base_url: str, status: int, raw: bytes) -> str:
+    """One line for a non-2xx answer, using the server's OpenAI-shaped message when there is one."""
+    message = ""
+    try:
+        payload = json.loads(raw)
+        error = payload.get("error") if isinstance(payload, dict) else None
+        if isinstance(error, dict):
+            message = str(error.get("message") or "")
+        elif isinstance(error, str):
+            message = error
+        elif isinstance(payload, dict) and isinstance(payload.get("message"), str):
+            message = payload["message"]
+    except ValueError:
+        message = raw.decode("utf-8", "replace").strip().splitlines()[0] if raw.strip() else ""
+    if status == 401:
+        hint = "the server wants an API key (--api-key)" if not message else message
+        return f"{base_url} rejected the request (401 unauthorized): {hint}"
+    return f"{base_url} answered HTTP {status}" + (f": {message}" if message else "")
+
+
+def as_chunk(completion: Any) -> dict[str, Any]:
+    """A non-streamed chat completion, reshaped as one streamed chunk."""
+    if not isinstance(completion, dict):
+        raise ValueError("the endpoint answered JSON that is not an object")
+    choices = []
+    for choice in completion.get("choices") or ():
+        message = choice.get("message") or {}
+        choices.append({"delta": message, "finish_reason": choice.get("finish_reason")})
+    return {"choices": choices, "usage": completion.get("usage"), "error": completion.get("error")}
+
+
+def sse_payloads(response: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a server-sent event stream, up to ``data: [DONE]``."""
+    data: list[str] = []
+    while True:
+        line = response.readline()
+        if not line:
+            break
+        text = line.decode("utf-8").rstrip("\r\n")
+        if text.startswith("data:"):
+            data.append(text[5:].lstrip(" "))
+            continue
+        if text or not data:
+            continue  # comments (": ping"), event names, ids
+        joined, data = "\n".join(data), []
+        if joined.strip() == "[DONE]":
+            return
+        payload = json.loads(joined)
+        if isinstance(payload, dict):
+            yield payload
+    if data and (joined := "\n".join(data)).strip() not in ("", "[DONE]"):
+        payload = json.loads(joined)
+        if isinstance(payload, dict):
+            yield payload
