@@ -69,10 +69,11 @@ class ReasoningSplitter:
     def _on_tag(self, tag: str) -> None:
         if tag == OPEN and not self.in_reasoning:
             self.in_reasoning = self.saw_reasoning = True
+            self._skip_ws = True
         elif tag == CLOSE and self.in_reasoning:
             self.in_reasoning = False
-        # otherwise a stray tag: dropped
-        self._skip_ws = True
+            self._skip_ws = True
+        # otherwise a stray tag: dropped, and the text around it joins up unchanged
 
     def _emit(self, text: str, events: list) -> None:
         if self._skip_ws:

@@ -72,7 +72,10 @@ class FakeBackend:
                 time.sleep(self.delay)
             produced += 1
             yield RawText(chunk, 1)
-        yield Finished(produced, "cancelled" if cancel.is_set() else "stop")
+        if cancel.is_set():
+            yield Finished(produced, "cancelled")
+        else:  # like a real model, a reply that used the whole budget counts as cut off
+            yield Finished(produced, "length" if produced >= settings.max_new_tokens else "stop")
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return sum(len(m.content.split()) + 4 for m in messages)
