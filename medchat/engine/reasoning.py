@@ -22,11 +22,12 @@ _TAGS = (OPEN, CLOSE)
 
 
 class ReasoningSplitter:
-    def __init__(self, start_in_reasoning: bool = False) -> None:
+    def __init__(self, start_in_reasoning: bool = False, continuing: bool = False) -> None:
         self.in_reasoning = start_in_reasoning
         self.saw_reasoning = start_in_reasoning
         self._buf = ""
-        self._skip_ws = True  # drop leading whitespace of the output and after each tag
+        # Drop leading whitespace of the output and after each tag; a continued reply keeps its spaces.
+        self._skip_ws = not continuing
 
     def feed(self, chunk: str, tokens: int = 0) -> list[ReasoningDelta | AnswerDelta]:
         """Split ``chunk``; ``tokens`` (how many tokens produced it) is attributed to its pane."""

@@ -36,7 +36,7 @@ def stream_events(
     """Run one generation: yields Reasoning/Answer deltas, then exactly one Done or Failed."""
     cancel = cancel or threading.Event()
     start = time.perf_counter()
-    splitter = ReasoningSplitter(start_in_reasoning=continue_in_reasoning)
+    splitter = ReasoningSplitter(start_in_reasoning=continue_in_reasoning, continuing=continue_final)
     reasoning: list[str] = []
     answer: list[str] = []
     prompt_tokens = completion = reasoning_tokens = 0
