@@ -10,6 +10,7 @@ import hmac
 import json
 import select
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -75,6 +76,14 @@ class ChatServer(ThreadingHTTPServer):
         self._cancels_lock = threading.Lock()
         self.stopping = False
         super().__init__(address, ChatHandler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up between requests is normal; anything else is logged, not printed raw."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return
+        if self.config.log:
+            self.config.log(f"error serving {client_address[0]}: {type(exc).__name__}: {exc}")
 
     @property
     def base_url(self) -> str:
@@ -402,6 +411,8 @@ class ChatHandler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own errors (a malformed request line, an unknown method) in the OpenAI shape."""
         self.close_connection = True
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"  # an unparsable request line: still answer with headers
         self._send_json(code, protocol.error_body(message or explain or "bad request", "invalid_request_error"))
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
