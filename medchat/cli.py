@@ -40,12 +40,13 @@ def cli(ctx: click.Context, debug: bool, no_history: bool, **params) -> None:
 @generation_options
 @offline_option
 @click.option("--no-history", is_flag=True, help="Do not save this session's conversation.")
-def chat(no_history: bool, **params) -> None:
+@click.option("--resume", type=int, default=None, metavar="ID", help="Reopen a saved conversation (see `medchat history list`).")
+def chat(no_history: bool, resume: int | None, **params) -> None:
     """Open the two-pane chat (reasoning | answer)."""
     settings = settings_from(params, history=False if no_history else None)
     from medchat.ui.app import run_chat
 
-    run_chat(settings)
+    run_chat(settings, resume=resume)
 
 
 @cli.command()
@@ -121,6 +122,54 @@ def config_init(force: bool) -> None:
     header = "# medchat configuration. Uncomment a key to change it.\n# Precedence: defaults < this file < MEDCHAT_* variables < flags.\n\n"
     atomic_write_text(path, header + render_toml(Settings(), commented=True))
     click.echo(str(path))
+
+
+@cli.group()
+def history() -> None:
+    """List, export or delete saved conversations (the chat saves them unless --no-history)."""
+
+
+@history.command("list")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most this many.")
+def history_list(limit: int | None) -> None:
+    """List conversations, most recent first: id, last update, turns, model, title."""
+    from medchat.history import HistoryStore, iter_rows
+
+    with HistoryStore() as store:
+        rows = list(iter_rows(store, limit))
+    if not rows:
+        click.echo("no saved conversations yet", err=True)
+    for row in rows:
+        click.echo("\t".join(row))
+
+
+@history.command("export")
+@click.argument("conversation_id", type=int)
+@click.option("--format", "fmt", type=click.Choice(["md", "json"]), default="md", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to this file instead of stdout.")
+def history_export(conversation_id: int, fmt: str, output: str | None) -> None:
+    """Export a conversation as Markdown (reasoning in collapsed <details>) or JSON."""
+    from pathlib import Path
+
+    from medchat.fsutil import atomic_write_text
+    from medchat.history import HistoryStore, export
+
+    with HistoryStore() as store:
+        text = export(store.load(conversation_id), fmt)
+    if output:
+        atomic_write_text(Path(output), text)
+    else:
+        click.echo(text, nl=False)
+
+
+@history.command("rm")
+@click.argument("conversation_id", type=int)
+def history_rm(conversation_id: int) -> None:
+    """Delete a conversation."""
+    from medchat.history import HistoryStore
+
+    with HistoryStore() as store:
+        store.delete(conversation_id)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-EMERGENCY = "call your local emergency number now (112 in Europe, 911 in the US and Canada, 999 in the UK, 000 in Australia)"
+EMERGENCY = "call your local emergency number (112 in Europe, 911 in the US and Canada, 999 in the UK, 000 in Australia)"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""The Textual chat app. Only this package imports textual; the engine never does."""

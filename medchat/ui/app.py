@@ -1,0 +1,82 @@
+"""The chat app: wiring only. The chat itself lives in `screens/chat.py`."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from textual.app import App, SystemCommand
+from textual.screen import Screen
+
+from medchat.config import Settings
+from medchat.errors import MedchatError
+from medchat.ui.screens.chat import BackendFactory, ChatScreen
+
+
+def _open_backend(settings: Settings, progress) -> object:
+    from medchat.engine.backends import open_backend
+
+    return open_backend(settings, progress)
+
+
+class MedchatApp(App[int]):
+    CSS_PATH = "medchat.tcss"
+    TITLE = "medchat"
+
+    # (title, help, ChatScreen action) — every chat action is in the command palette too.
+    CHAT_COMMANDS = [
+        ("New chat", "Start a new conversation (Ctrl+N)", "new_chat"),
+        ("Stop", "Stop the reply being written; the partial text stays (Esc)", "stop"),
+        ("Regenerate", "Write the last answer again (Ctrl+R)", "regenerate"),
+        ("Continue", "Continue a reply that was cut off (Ctrl+O)", "continue_reply"),
+        ("Toggle reasoning", "Show or hide the reasoning of the focused or last turn (Ctrl+T)", "toggle_reasoning"),
+        ("Choose adapter", "Switch LoRA adapter, or back to the base model (F2)", "pick_adapter"),
+        ("History", "Open, export or delete saved conversations (F3)", "history"),
+        ("Copy answer", "Copy the focused or last answer to the clipboard (F4)", "copy_last"),
+        ("Scroll to top", "Scroll the transcript to the first turn (Ctrl+Home)", "scroll_edge('home')"),
+        ("Scroll to bottom", "Scroll the transcript to the latest turn (Ctrl+End)", "scroll_edge('end')"),
+    ]
+
+    def __init__(
+        self, settings: Settings, backend_factory: BackendFactory | None = None, *, resume: int | None = None
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.backend_factory = backend_factory or _open_backend
+        self.resume = resume
+        self.load_error: MedchatError | None = None  # set by the chat screen if the model fails to load
+
+    def on_mount(self) -> None:
+        self.push_screen(ChatScreen(self.settings, self.backend_factory, resume=self.resume))
+
+    @property
+    def chat(self) -> ChatScreen:
+        return next(s for s in self.screen_stack if isinstance(s, ChatScreen))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        if isinstance(screen, ChatScreen):
+            for title, help_text, action in self.CHAT_COMMANDS:
+                yield SystemCommand(title, help_text, lambda a=action: self.run_action(a, screen))
+
+    async def action_quit(self) -> None:
+        chat = [s for s in self.screen_stack if isinstance(s, ChatScreen)]
+        if chat:
+            chat[0].abandon_generation()  # stop the reply and save what was written
+            if chat[0].store is not None:
+                chat[0].store.close()
+        self.exit(self.load_error.exit_code if self.load_error else 0)
+
+
+def make_app(
+    settings: Settings, backend_factory: BackendFactory | None = None, *, resume: int | None = None
+) -> MedchatApp:
+    """The app factory (tests pass a backend factory that returns a FakeBackend)."""
+    return MedchatApp(settings, backend_factory, resume=resume)
+
+
+def run_chat(settings: Settings, resume: int | None = None) -> None:
+    """Run the chat; a model that failed to load becomes the CLI's one-line error and exit code."""
+    app = make_app(settings, resume=resume)
+    app.run()
+    if app.load_error is not None:
+        raise app.load_error

@@ -1,0 +1,552 @@
+"""The chat screen: transcript of turns, the message box, the status bar and the disclaimer line.
+
+Threads: the model loads in a daemon thread (quitting mid-load must not wait for it) and each reply is
+generated in a Textual thread worker. Both only post messages (`medchat.ui.messages`); every widget is
+touched on the UI thread alone. History is written here, on the UI thread, as each turn progresses.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from medchat.config import Settings
+from medchat.engine.events import Event, GenerationDone, GenerationFailed
+from medchat.engine.session import ChatSession
+from medchat.errors import MedchatError, out_of_memory
+from medchat.history import HistoryStore, stored_from_turn, turns_for_session
+from medchat.safety import DISCLAIMER, notice_text
+from medchat.ui import clock
+from medchat.ui.messages import (
+    AdapterFailed,
+    AdapterSwitched,
+    BackendFailed,
+    BackendReady,
+    LoadProgress,
+    StreamChunk,
+    StreamEnded,
+    StreamStarted,
+)
+from medchat.ui.screens.adapters import AdapterPicker
+from medchat.ui.screens.history import HistoryBrowser
+from medchat.ui.streaming import pump
+from medchat.ui.widgets.loading import LoadingView
+from medchat.ui.widgets.prompt import PromptInput
+from medchat.ui.widgets.status import StatusBar
+from medchat.ui.widgets.turn import TurnView
+
+SAVE_EVERY = 2.0  # seconds between saves of a reply in progress (what a crash can lose at most)
+
+WELCOME = (
+    "Ask a medical question below. The model's reasoning streams in a dimmed pane that folds away when "
+    "the answer starts.\n\n"
+    "Enter sends · Ctrl+J newline · Esc stops · Ctrl+R regenerates · Ctrl+N new chat · "
+    "F2 adapter · F3 history · Ctrl+P every command"
+)
+
+BackendFactory = Callable[[Settings, Callable[[str], None]], Any]
+
+
+@dataclass
+class LiveTurn:
+    """Where a turn in progress belongs, so it is saved correctly even after the view moved on."""
+
+    session: ChatSession
+    position: int
+    conversation_id: int | None
+    model: str
+    adapter: str
+    prompt_tokens: int = 0
+    last_save: float = 0.0
+
+
+class ChatScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "stop", "Stop"),
+        Binding("ctrl+r", "regenerate", "Regenerate"),
+        Binding("ctrl+o", "continue_reply", "Continue"),
+        Binding("ctrl+n", "new_chat", "New chat"),
+        Binding("ctrl+t", "toggle_reasoning", "Reasoning"),
+        Binding("f2", "pick_adapter", "Adapter"),
+        Binding("f3", "history", "History"),
+        Binding("f4", "copy_last", "Copy answer"),
+        Binding("pageup", "scroll_transcript(-1)", "Scroll up", show=False, priority=True),
+        Binding("pagedown", "scroll_transcript(1)", "Scroll down", show=False, priority=True),
+        Binding("ctrl+home", "scroll_edge('home')", "Top", show=False),
+        Binding("ctrl+end", "scroll_edge('end')", "Bottom", show=False),
+    ]
+
+    def __init__(
+        self, settings: Settings, backend_factory: BackendFactory, *, resume: int | None = None
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.backend_factory = backend_factory
+        self.resume = resume
+        self.backend: Any = None
+        self.session: ChatSession | None = None
+        self.store: HistoryStore | None = None
+        self.conversation_id: int | None = None
+        self.load_error: MedchatError | None = None
+        self.generating_turn: int | None = None
+        self.switching_adapter = False
+        self._views: dict[int, TurnView] = {}
+        self._live: dict[int, LiveTurn] = {}
+        self._next_id = 0
+
+    # -- layout ---------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="status")
+        with VerticalScroll(id="transcript"):
+            yield LoadingView(*self._loading_text(), id="loading")
+        yield Static(DISCLAIMER, id="disclaimer", markup=False)
+        yield PromptInput(id="prompt")
+        yield Footer()
+
+    def _loading_text(self) -> tuple[str, list[str]]:
+        s = self.settings
+        if s.endpoint:
+            return f"Connecting to {s.endpoint}", [f"model: {s.model}"]
+        details = [
+            f"adapter: {s.adapter or 'none (base model)'}",
+            f"device: {s.device} · backend: {s.backend} · dtype: {s.dtype} · quantize: {s.quantize}",
+        ]
+        return f"Loading model {s.model}…", details
+
+    @property
+    def transcript(self) -> VerticalScroll:
+        return self.query_one("#transcript", VerticalScroll)
+
+    @property
+    def status(self) -> StatusBar:
+        return self.query_one(StatusBar)
+
+    @property
+    def prompt(self) -> PromptInput:
+        return self.query_one(PromptInput)
+
+    # -- loading --------------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        self.status.state = "loading"
+        self.prompt.focus()
+        self.set_interval(1.0, self._tick)
+        if self.settings.history:
+            try:
+                self.store = HistoryStore()
+            except MedchatError as exc:
+                self.notify(f"History is off: {exc}", severity="warning", timeout=8)
+        # A daemon thread, not a worker: quitting while a model loads must not wait for the load.
+        threading.Thread(target=self._load_backend, name="medchat-load", daemon=True).start()
+
+    def _load_backend(self) -> None:
+        say = lambda line: self.post_message(LoadProgress(line))  # noqa: E731
+        try:
+            backend = self.backend_factory(self.settings, say)
+        except MedchatError as exc:
+            self.post_message(BackendFailed(str(exc), exc.exit_code))
+        except Exception as exc:  # noqa: BLE001 - shown in the app; the CLI exits non-zero
+            if out_of_memory(exc):
+                self.post_message(BackendFailed("out of memory while loading the model: try --quantize 4bit or a smaller model", 6))
+            else:
+                self.post_message(BackendFailed(f"{type(exc).__name__}: {exc}", 1))
+        else:
+            if not self.post_message(BackendReady(backend)):
+                backend.close()  # the app was closed while loading
+
+    def on_load_progress(self, message: LoadProgress) -> None:
+        for view in self.query(LoadingView):
+            view.add_line(message.line)
+
+    async def on_backend_ready(self, message: BackendReady) -> None:
+        self.backend = message.backend
+        self.session = self._new_session()
+        self.status.show_info(self.backend.info)
+        self.status.state = "ready"
+        await self.query(LoadingView).remove()
+        if self.resume is not None:
+            await self.open_conversation(self.resume)
+        if not self._views:
+            await self._show_welcome()
+        self.transcript.anchor()
+        self.refresh_bindings()
+
+    def on_backend_failed(self, message: BackendFailed) -> None:
+        self.load_error = MedchatError(message.error)
+        self.load_error.exit_code = message.exit_code
+        self.app.load_error = self.load_error  # run_chat turns it into the CLI's error line and code
+        self.status.state = "model failed to load"
+        for view in self.query(LoadingView):
+            view.fail(message.error)
+
+    def _new_session(self, turns=()) -> ChatSession:
+        return ChatSession(self.backend, self.settings.generation, self.settings.system_prompt, turns=turns)
+
+    async def _show_welcome(self) -> None:
+        await self.transcript.mount(Static(WELCOME, id="welcome", markup=False))
+
+    # -- sending --------------------------------------------------------------------------------
+    async def on_prompt_input_submitted(self, message: PromptInput.Submitted) -> None:
+        text = message.text.strip()
+        if not text:
+            return
+        if not self._ready_to_generate():
+            return
+        message.prompt.clear()
+        await self.send(text)
+
+    def _ready_to_generate(self) -> bool:
+        if self.session is None:
+            self.notify(
+                "The model failed to load; Ctrl+Q quits." if self.load_error else "The model is still loading…",
+                severity="warning",
+            )
+            return False
+        if self.generating_turn is not None:
+            self.notify("A reply is still being written: wait, or press Esc to stop it.", severity="warning")
+            return False
+        if self.switching_adapter:
+            self.notify("Switching adapter; one moment.", severity="warning")
+            return False
+        return True
+
+    async def send(self, text: str) -> None:
+        assert self.session is not None
+        for welcome in self.query("#welcome"):
+            await welcome.remove()
+        view = await self._add_view(text)
+        events = self.session.send(text)
+        self._start(view, events, position=len(self.session.turns) - 1)
+
+    async def _add_view(self, text: str, *, model_label: str | None = None) -> TurnView:
+        self._next_id += 1
+        label = model_label if model_label is not None else self._model_label()
+        view = TurnView(self._next_id, text, notice_text(text), model_label=label)
+        self._views[view.turn_id] = view
+        await self.transcript.mount(view)
+        return view
+
+    def _model_label(self) -> str:
+        info = self.backend.info
+        return info.model + (f" + {info.adapter}" if info.adapter else "")
+
+    def _start(self, view: TurnView, events: Iterator[Event], position: int) -> None:
+        assert self.session is not None
+        info = self.backend.info
+        if self.store is not None and self.conversation_id is None:
+            self.conversation_id = self._store_call(
+                self.store.new_conversation, self.session.turns[0].user, model=info.model,
+                adapter=info.adapter, backend=info.backend, system_prompt=self.settings.system_prompt,
+            )
+        self._live[view.turn_id] = LiveTurn(self.session, position, self.conversation_id, info.model, info.adapter)
+        self._save(view.turn_id)
+        self.generating_turn = view.turn_id
+        self.status.state = "generating"
+        self.status.tok_per_s = 0.0
+        view.begin()
+        self.transcript.scroll_end(animate=False)
+        self.transcript.anchor()
+        self.refresh_bindings()
+        self._generate(events, view.turn_id, self.session)
+
+    @work(thread=True, group="generation", exit_on_error=False)
+    def _generate(self, events: Iterator[Event], turn_id: int, session: ChatSession) -> None:
+        """Worker thread: run the engine, post batched chunks. Touches no widget."""
+        try:
+            prompt_tokens = session.backend.count_tokens(session.messages())
+        except Exception:  # noqa: BLE001 - the count is cosmetic (status bar)
+            prompt_tokens = 0
+        self.post_message(StreamStarted(turn_id, prompt_tokens))
+        try:
+            if pump(events, self.post_message, turn_id) is None:
+                raise MedchatError("the generation ended without a result")
+        except Exception as exc:  # noqa: BLE001 - e.g. continue_last refusing; shown in the transcript
+            message = str(exc) if isinstance(exc, MedchatError) else f"{type(exc).__name__}: {exc}"
+            self.post_message(StreamEnded(turn_id, GenerationFailed(message)))
+
+    def on_stream_started(self, message: StreamStarted) -> None:
+        if live := self._live.get(message.turn_id):
+            live.prompt_tokens = message.prompt_tokens
+            self.status.context_used = message.prompt_tokens
+
+    async def on_stream_chunk(self, message: StreamChunk) -> None:
+        view = self._views.get(message.turn_id)
+        if view is None or not view.is_attached:
+            return
+        await view.add(message.kind, message.text, message.tokens)
+        live = self._live.get(message.turn_id)
+        tokens = view.state.reasoning_tokens + view.state.answer_tokens
+        if view.first_token_at is not None:
+            elapsed = clock.now() - view.first_token_at
+            if elapsed > 0.5 and tokens > 1:
+                self.status.tok_per_s = (tokens - 1) / elapsed
+        if live is not None:
+            self.status.context_used = live.prompt_tokens + tokens
+            if clock.now() - live.last_save >= SAVE_EVERY:
+                self._save(message.turn_id)
+
+    async def on_stream_ended(self, message: StreamEnded) -> None:
+        turn_id = message.turn_id
+        live = self._live.pop(turn_id, None)
+        if self.generating_turn == turn_id:
+            self.generating_turn = None
+            self.status.state = "ready"
+        event = message.event
+        view = self._views.get(turn_id)
+        if live is not None:
+            self._save_live(live, view)
+        self.refresh_bindings()
+        if view is None or not view.is_attached or live is None:
+            return
+        turn = live.session.turns[live.position] if live.position < len(live.session.turns) else None
+        reasoning = turn.reasoning if turn else getattr(event, "reasoning", "")
+        answer = turn.answer if turn else getattr(event, "answer", "")
+        if isinstance(event, GenerationDone):
+            stats = turn.stats if turn and turn.stats else event.stats
+            self.status.tok_per_s = stats.tok_per_s
+            self.status.context_used = stats.prompt_tokens + stats.completion_tokens
+            footer = f"{stats.completion_tokens} tokens · {stats.tok_per_s:.1f} tok/s · {view.state.model_label}"
+            await view.finish(reasoning, answer, stats.finish_reason, stats=stats, footer=footer)
+        else:
+            error = event.error
+            if event.out_of_memory and "memory" not in error:
+                error = "out of memory: " + error
+            await view.finish(reasoning, answer, "error", error=error)
+        if self.transcript.is_anchored:
+            self.transcript.scroll_end(animate=False)
+
+    def _tick(self) -> None:
+        if self.generating_turn is not None and (view := self._views.get(self.generating_turn)):
+            view.tick()
+
+    # -- history --------------------------------------------------------------------------------
+    def _store_call(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        """Run a history write; on failure, say so once and carry on without history."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - disk full, locked database…: the chat goes on
+            self.notify(f"History could not be saved, it is off for this session: {exc}", severity="error", timeout=10)
+            self.store = None
+            return None
+
+    def _save(self, turn_id: int) -> None:
+        live = self._live.get(turn_id)
+        if live is not None:
+            self._save_live(live, self._views.get(turn_id))
+
+    def _save_live(self, live: LiveTurn, view: TurnView | None, finish: str | None = None) -> None:
+        live.last_save = clock.now()
+        if self.store is None or live.conversation_id is None or live.position >= len(live.session.turns):
+            return
+        turn = live.session.turns[live.position]
+        row = stored_from_turn(turn, model=live.model, adapter=live.adapter, finish_reason=finish)
+        if view is not None and not turn.stats and not turn.error:
+            # In progress: the view holds what has been shown so far (the engine's turn may lag).
+            row.reasoning, row.answer = view.state.reasoning, view.state.answer
+        self._store_call(self.store.save_turn, live.conversation_id, live.position, row)
+
+    def abandon_generation(self) -> None:
+        """Stop the reply in progress and save it as stopped (quit, new chat, reopen)."""
+        if self.session is not None and self.generating_turn is not None:
+            self.session.cancel()
+            turn_id = self.generating_turn
+            live = self._live.pop(turn_id, None)
+            if live is not None:
+                self._save_live(live, self._views.get(turn_id), finish="cancelled")
+            self.generating_turn = None
+
+    async def open_conversation(self, conversation_id: int) -> None:
+        if self.store is None:
+            try:
+                store = HistoryStore()
+            except MedchatError as exc:
+                self.notify(str(exc), severity="error")
+                return
+        else:
+            store = self.store
+        try:
+            conv = store.load(conversation_id)
+        except MedchatError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.abandon_generation()
+        await self._clear_transcript()
+        self.session = self._new_session(turns_for_session(conv))
+        self.conversation_id = conversation_id if self.store is not None else None
+        for stored, turn in zip(conv.turns, self.session.turns):
+            label = stored.model + (f" + {stored.adapter}" if stored.adapter else "")
+            view = await self._add_view(stored.user, model_label=label)
+            finish = stored.finish_reason if stored.finish_reason != "in_progress" else "interrupted"
+            footer = f"{stored.completion_tokens} tokens · {label}" if stored.completion_tokens else label
+            await view.finish(
+                stored.reasoning, stored.answer, "error" if stored.error else finish,
+                stats=turn.stats, error=stored.error, footer=footer,
+            )
+        self.notify(f"Reopened conversation {conversation_id}: {conv.title}", timeout=3)
+        self.transcript.scroll_end(animate=False)
+        self.refresh_bindings()
+
+    async def _clear_transcript(self) -> None:
+        await self.transcript.remove_children()
+        self._views.clear()
+
+    # -- actions --------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """True: enabled; None: shown greyed out; False: hidden (and its key left free)."""
+        ready = self.session is not None
+        busy = self.generating_turn is not None
+        if action == "stop":
+            return busy  # Esc means "stop" only while a reply is being written
+        if action == "regenerate":
+            if not ready or not self.session.turns:
+                return False
+            return None if busy else True
+        if action == "continue_reply":
+            can = ready and bool(self.session.turns) and self.session.turns[-1].can_continue
+            return (None if busy else True) if can else False
+        if action in ("new_chat", "pick_adapter", "copy_last", "toggle_reasoning"):
+            return True if ready else None
+        return True
+
+    def action_stop(self) -> None:
+        if self.session is not None and self.generating_turn is not None:
+            self.session.cancel()
+            if view := self._views.get(self.generating_turn):
+                view.set_status("stopping…", "pending")
+
+    async def action_regenerate(self) -> None:
+        if not self._ready_to_generate() or not self.session.turns:
+            return
+        view = self._last_view()
+        if view is None:
+            return
+        await view.reset()
+        events = self.session.regenerate()
+        self._start(view, events, position=len(self.session.turns) - 1)
+
+    async def action_continue_reply(self) -> None:
+        if not self._ready_to_generate() or not self.session.turns:
+            return
+        if not self.session.turns[-1].can_continue:
+            self.notify("The last reply did not stop early; nothing to continue.")
+            return
+        view = self._last_view()
+        if view is None:
+            return
+        await view.resume()
+        events = self.session.continue_last()
+        self._start(view, events, position=len(self.session.turns) - 1)
+
+    async def action_new_chat(self) -> None:
+        if self.backend is None:
+            return
+        self.abandon_generation()
+        await self._clear_transcript()
+        self.session = self._new_session()
+        self.conversation_id = None
+        self.status.tok_per_s = 0.0
+        self.status.context_used = 0
+        await self._show_welcome()
+        self.prompt.focus()
+        self.refresh_bindings()
+
+    def action_toggle_reasoning(self) -> None:
+        view = self.focused if isinstance(self.focused, TurnView) else self._last_view()
+        if view is not None:
+            view.action_toggle_reasoning()
+
+    def action_copy_last(self) -> None:
+        view = self.focused if isinstance(self.focused, TurnView) else self._last_view()
+        if view is None or not view.state.answer:
+            self.notify("No answer to copy yet.")
+            return
+        view.action_copy_answer()
+
+    def action_scroll_transcript(self, direction: int) -> None:
+        if direction < 0:
+            self.transcript.scroll_page_up()
+        else:
+            self.transcript.scroll_page_down()
+
+    def action_scroll_edge(self, edge: str) -> None:
+        if edge == "home":
+            self.transcript.scroll_home()
+        else:
+            self.transcript.scroll_end()
+
+    def _last_view(self) -> TurnView | None:
+        views = list(self.query(TurnView))
+        return views[-1] if views else None
+
+    # -- adapters -------------------------------------------------------------------------------
+    def action_pick_adapter(self) -> None:
+        if self.backend is None:
+            return
+        if self.generating_turn is not None:
+            self.notify("Stop the reply first (Esc), then switch adapters.", severity="warning")
+            return
+        self.app.push_screen(AdapterPicker(current=self.backend.info.adapter), self._adapter_chosen)
+
+    def _adapter_chosen(self, choice: str | None) -> None:
+        if choice is None or choice == (self.backend.info.adapter or ""):
+            return
+        self.switching_adapter = True
+        self.status.state = "switching adapter…"
+        self._switch_adapter(choice or None)
+
+    @work(thread=True, group="adapter", exit_on_error=False)
+    def _switch_adapter(self, adapter: str | None) -> None:
+        try:
+            self.backend.set_adapter(adapter)
+        except MedchatError as exc:
+            self.post_message(AdapterFailed(str(exc)))
+        except Exception as exc:  # noqa: BLE001 - the previous adapter stays; say why
+            self.post_message(AdapterFailed(f"{type(exc).__name__}: {exc}"))
+        else:
+            self.post_message(AdapterSwitched(adapter))
+
+    async def on_adapter_switched(self, message: AdapterSwitched) -> None:
+        self.switching_adapter = False
+        self.status.show_info(self.backend.info)
+        self.status.state = "ready"
+        what = f"adapter {message.adapter}" if message.adapter else "the base model (no adapter)"
+        for welcome in self.query("#welcome"):
+            await welcome.remove()
+        await self.transcript.mount(Static(f"── now answering with {what} ──", classes="divider", markup=False))
+        self.transcript.scroll_end(animate=False)
+        self.notify(f"Now using {what}.", timeout=3)
+
+    def on_adapter_failed(self, message: AdapterFailed) -> None:
+        self.switching_adapter = False
+        self.status.show_info(self.backend.info)
+        self.status.state = "ready"
+        still = self.backend.info.adapter or "the base model"
+        self.notify(f"{message.error}\nStill using {still}.", title="Adapter not switched", severity="error", timeout=10)
+
+    # -- history browser ------------------------------------------------------------------------
+    def action_history(self) -> None:
+        store = self.store
+        if store is None and not self.settings.history:
+            from medchat import paths
+
+            if paths.history_db().exists():
+                try:
+                    store = HistoryStore()
+                except MedchatError:
+                    store = None
+        self.app.push_screen(HistoryBrowser(store), self._history_chosen)
+
+    async def _history_chosen(self, conversation_id: int | None) -> None:
+        if conversation_id is None:
+            return
+        if self.backend is None:
+            self.resume = conversation_id
+            return
+        await self.open_conversation(conversation_id)

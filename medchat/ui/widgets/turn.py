@@ -1,0 +1,283 @@
+"""One exchange in the transcript: the user's message, an emergency notice if needed, the model's
+reasoning (dimmed, collapsible) and its answer (Markdown), and a status line.
+
+Both panes stream through ``Markdown.get_stream()`` (one stream per pane: appends are batched and
+only the last block is re-parsed), and get one full ``update()`` when the reply ends so the final
+rendering is exact (code fences, tables).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual import events
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import Markdown, Static
+from textual.widgets.markdown import MarkdownStream
+
+from medchat.engine.events import GenerationStats
+from medchat.ui import clock
+
+
+@dataclass
+class TurnState:
+    """What the view shows; filled from stream chunks, or from a finished turn."""
+
+    user: str
+    reasoning: str = ""
+    answer: str = ""
+    reasoning_tokens: int = 0
+    answer_tokens: int = 0
+    finish: str = ""  # "", "stop", "length", "length_in_reasoning", "cancelled", "error"
+    error: str = ""
+    model_label: str = ""
+
+
+class ReasoningHeader(Static, can_focus=True):
+    """The clickable title of the reasoning pane: "▶ Thought for 12 s · 340 tokens"."""
+
+    BINDINGS = [Binding("enter,space", "toggle", "Show/hide reasoning", show=False)]
+
+    class Toggle(Message):
+        pass
+
+    def action_toggle(self) -> None:
+        self.post_message(self.Toggle())
+
+    def _on_click(self, event: events.Click) -> None:
+        event.stop()
+        self.post_message(self.Toggle())
+
+
+class ReasoningPane(Vertical):
+    """Dimmed reasoning with a header; collapsed, only the header stays."""
+
+    def compose(self) -> ComposeResult:
+        yield ReasoningHeader("", classes="reasoning-header")
+        yield Markdown("", classes="reasoning-body")
+
+    @property
+    def collapsed(self) -> bool:
+        return self.has_class("-collapsed")
+
+    def set_collapsed(self, collapsed: bool) -> None:
+        self.set_class(collapsed, "-collapsed")
+
+    def on_reasoning_header_toggle(self, event: ReasoningHeader.Toggle) -> None:
+        event.stop()
+        self.set_collapsed(not self.collapsed)
+        self.parent_turn.refresh_header()
+
+    @property
+    def parent_turn(self) -> "TurnView":
+        return self.query_ancestor(TurnView)
+
+
+class TurnView(Vertical, can_focus=True):
+    """A turn of the conversation; focus it (click, Tab) to copy its answer or toggle its reasoning."""
+
+    BINDINGS = [
+        Binding("c", "copy_answer", "Copy answer"),
+        Binding("C", "copy_all", "Copy with reasoning", show=False),
+        Binding("t", "toggle_reasoning", "Reasoning"),
+    ]
+
+    def __init__(self, turn_id: int, user: str, notice: str | None = None, *, model_label: str = "") -> None:
+        super().__init__(classes="turn")
+        self.turn_id = turn_id
+        self.state = TurnState(user=user, model_label=model_label)
+        self.notice = notice
+        self.started = clock.now()
+        self.first_token_at: float | None = None
+        self.reasoning_ended_at: float | None = None
+        self.reasoning_seconds: float | None = None
+        self._streams: dict[str, MarkdownStream] = {}
+        self._streaming = False
+
+    # -- composition ----------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Static(self.state.user, markup=False, classes="user-message")
+        if self.notice:
+            yield Static("⚠  " + self.notice, markup=False, classes="red-flag")
+        pane = ReasoningPane(classes="reasoning -empty")
+        yield pane
+        yield Markdown("", classes="answer")
+        yield Static("", classes="turn-status")
+
+    @property
+    def reasoning_pane(self) -> ReasoningPane:
+        return self.query_one(ReasoningPane)
+
+    @property
+    def reasoning_md(self) -> Markdown:
+        return self.query_one(".reasoning-body", Markdown)
+
+    @property
+    def answer_md(self) -> Markdown:
+        return self.query_one(".answer", Markdown)
+
+    # -- streaming ------------------------------------------------------------------------------
+    def begin(self) -> None:
+        """A (re)generation starts: clear the panes and show that we are waiting."""
+        self._streaming = True
+        self.started = clock.now()
+        self.first_token_at = self.reasoning_ended_at = self.reasoning_seconds = None
+        self.set_status("generating…  (Esc stops)", "pending")
+
+    async def reset(self) -> None:
+        """Empty both panes (regenerate)."""
+        await self._stop_streams()
+        self.state = TurnState(user=self.state.user, model_label=self.state.model_label)
+        await self.reasoning_md.update("")
+        await self.answer_md.update("")
+        self.reasoning_pane.add_class("-empty")
+        self.reasoning_pane.set_collapsed(False)
+
+    async def resume(self) -> None:
+        """Continue a cut-off reply: keep the text, stream more into the same panes."""
+        self._streaming = True
+        self.state.finish = ""
+        if self.state.reasoning and not self.state.answer:
+            self.reasoning_pane.set_collapsed(False)
+        self.set_status("continuing…  (Esc stops)", "pending")
+
+    async def add(self, kind: str, text: str, tokens: int) -> None:
+        now = clock.now()
+        if self.first_token_at is None:
+            self.first_token_at = now
+        if kind == "reasoning":
+            self.state.reasoning += text
+            self.state.reasoning_tokens += tokens
+            pane = self.reasoning_pane
+            if pane.has_class("-empty"):
+                pane.remove_class("-empty")
+                pane.set_collapsed(False)
+            await self._stream("reasoning", self.reasoning_md).write(text)
+        else:
+            if "reasoning" in self._streams:
+                # The answer started: finish the reasoning pane and fold it away.
+                await self._close_stream("reasoning")
+                await self.reasoning_md.update(self.state.reasoning)
+                self.reasoning_ended_at = now
+                self.reasoning_pane.set_collapsed(True)
+            self.state.answer += text
+            self.state.answer_tokens += tokens
+            await self._stream("answer", self.answer_md).write(text)
+        self.refresh_header()
+
+    def _stream(self, name: str, widget: Markdown) -> MarkdownStream:
+        stream = self._streams.get(name)
+        if stream is None:
+            stream = self._streams[name] = Markdown.get_stream(widget)
+        return stream
+
+    async def _close_stream(self, name: str) -> None:
+        stream = self._streams.pop(name, None)
+        if stream is not None:
+            await stream.stop()
+
+    async def _stop_streams(self) -> None:
+        for name in list(self._streams):
+            await self._close_stream(name)
+
+    async def finish(
+        self,
+        reasoning: str,
+        answer: str,
+        finish: str,
+        *,
+        stats: GenerationStats | None = None,
+        error: str = "",
+        footer: str = "",
+    ) -> None:
+        """The reply ended: one full render of each pane, then the final header and status."""
+        self._streaming = False
+        await self._stop_streams()
+        self.state.reasoning, self.state.answer = reasoning, answer
+        self.state.finish, self.state.error = finish, error
+        if stats is not None:
+            self.state.reasoning_tokens = stats.reasoning_tokens
+            self.state.answer_tokens = stats.answer_tokens
+            self.reasoning_seconds = stats.reasoning_seconds
+        pane = self.reasoning_pane
+        if reasoning:
+            pane.remove_class("-empty")
+            await self.reasoning_md.update(reasoning)
+        else:
+            pane.add_class("-empty")
+        await self.answer_md.update(answer)
+        # Keep the reasoning open when it is all there is (no answer, or cut off inside it).
+        pane.set_collapsed(bool(answer.strip()) and finish != "length_in_reasoning")
+        self.refresh_header()
+        self.set_status(*_status_line(self.state, footer))
+
+    # -- display helpers ------------------------------------------------------------------------
+    def refresh_header(self) -> None:
+        pane = self.reasoning_pane
+        arrow = "▶" if pane.collapsed else "▼"
+        tokens = self.state.reasoning_tokens
+        tok = f" · {tokens} tokens" if tokens else ""
+        if self._streaming and self.reasoning_ended_at is None and not self.state.answer:
+            seconds = clock.now() - self.started
+            label = f"{arrow} Thinking… {seconds:.0f} s{tok}"
+        else:
+            if self.reasoning_seconds is not None:
+                seconds = self.reasoning_seconds
+            elif self.reasoning_ended_at is not None:
+                seconds = self.reasoning_ended_at - self.started
+            else:
+                seconds = None
+            label = f"{arrow} Thought for {seconds:.0f} s{tok}" if seconds is not None else f"{arrow} Reasoning{tok}"
+        if self.state.finish == "length_in_reasoning":
+            label += "  (cut off while thinking)"
+        pane.query_one(ReasoningHeader).update(label)
+
+    def tick(self) -> None:
+        """Called every second while streaming, so "Thinking… N s" moves even between tokens."""
+        if self._streaming:
+            self.refresh_header()
+
+    def set_status(self, text: str, kind: str = "") -> None:
+        status = self.query_one(".turn-status", Static)
+        status.update(text)
+        status.set_classes(f"turn-status {kind}".strip())
+        status.display = bool(text)
+
+    # -- actions --------------------------------------------------------------------------------
+    def action_copy_answer(self) -> None:
+        self.app.copy_to_clipboard(self.state.answer)
+        self.app.notify("Answer copied to the clipboard.", timeout=2)
+
+    def action_copy_all(self) -> None:
+        text = self.state.answer
+        if self.state.reasoning:
+            text = f"<think>\n{self.state.reasoning}\n</think>\n\n{text}"
+        self.app.copy_to_clipboard(text)
+        self.app.notify("Reasoning and answer copied to the clipboard.", timeout=2)
+
+    def action_toggle_reasoning(self) -> None:
+        pane = self.reasoning_pane
+        if pane.has_class("-empty"):
+            self.app.notify("This reply has no reasoning.", timeout=2)
+            return
+        pane.set_collapsed(not pane.collapsed)
+        self.refresh_header()
+
+
+def _status_line(state: TurnState, footer: str) -> tuple[str, str]:
+    if state.finish == "error":
+        return f"✖ {state.error}", "error"
+    if state.finish == "cancelled":
+        return "■ Stopped — the partial reply is kept. Ctrl+R regenerates.", "warning"
+    if state.finish == "length_in_reasoning":
+        return "Cut off while thinking (token budget reached) — Ctrl+O continues.", "warning"
+    if state.finish == "length":
+        return "Cut off at the token budget — Ctrl+O continues.", "warning"
+    if state.finish == "interrupted":
+        return "This reply was interrupted before it finished.", "warning"
+    if not state.answer.strip() and state.reasoning.strip():
+        return "The model gave no answer outside its reasoning.", "warning"
+    return footer, "dim"
