@@ -64,6 +64,7 @@ class ChatServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # listen backlog: bursts of clients connect at once
 
     def __init__(self, address: tuple[str, int], backend: Backend, config: ServerConfig | None = None) -> None:
         self.backend = backend
