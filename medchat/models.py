@@ -280,7 +280,7 @@ def pull(name: str = EMBEDDED, progress: Progress = lambda _m: None) -> Path:
 # -------------------------------------------------------------------------------------------------
 # Resolution
 
-def _local_folder(path: Path) -> ResolvedModel:
+def local_folder(path: Path) -> ResolvedModel:
     if not (path / "config.json").is_file():
         raise ModelUnavailable(f"{path} is not a model folder (no config.json)")
     base_id = str(path.resolve())
@@ -322,7 +322,7 @@ def resolve_model(
             raise ModelUnavailable(f"GGUF file {path} does not exist")
         return _gguf_file(path, progress)
     if path.is_dir():
-        return _local_folder(path)
+        return local_folder(path)
     entry = CATALOGUE.get(spec)
     if entry is None and ("/" not in spec or spec.startswith((".", "/", "~"))):
         known = ", ".join(CATALOGUE)

@@ -6,6 +6,7 @@ criterion that polls the cancel event). torch/transformers/peft/unsloth are impo
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from dataclasses import replace
@@ -17,7 +18,7 @@ from medchat.config import GenerationSettings, Settings
 from medchat.engine.backends.base import BackendInfo, Finished, Message, PromptReady, RawText, StreamItem
 from medchat.engine.prompt import CHAT_TEMPLATE, opens_in_reasoning, render_prompt
 from medchat.errors import AdapterError, HardwareError, MedchatError, ModelUnavailable, out_of_memory
-from medchat.models import ResolvedModel, resolve_model, same_base
+from medchat.models import ResolvedModel, local_folder, resolve_model, same_base
 
 Say = Callable[[str], None]
 
@@ -294,8 +295,6 @@ class LocalBackend:
 
     # -- adapters -------------------------------------------------------------------------------
     def _adapter_context(self):
-        import contextlib
-
         if self._active_adapter is None and hasattr(self.model, "disable_adapter"):
             return self.model.disable_adapter()
         return contextlib.nullcontext()
@@ -351,6 +350,12 @@ def check_adapter_base(path: Path, resolved: ResolvedModel) -> None:
     made_for = adapter_store.adapter_base_model(path)
     if not made_for:
         return  # nothing recorded: the shape check at load time still protects us
+    if Path(made_for).expanduser().is_dir():  # trained on a local folder: compare what it holds
+        folder = Path(made_for).expanduser()
+        if folder.resolve() == Path(resolved.source).resolve():
+            return
+        with contextlib.suppress(MedchatError):
+            made_for = local_folder(folder).base_id
     if made_for in (resolved.source, resolved.name) or same_base(made_for, resolved.base_id):
         return
     raise AdapterError(
