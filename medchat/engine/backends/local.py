@@ -324,6 +324,10 @@ class LocalBackend:
                 raise AdapterError(
                     f"adapter {path.name} does not fit {self.resolved.name}: {str(exc).splitlines()[0]}"
                 ) from exc
+            if self.info.backend == "unsloth":  # a new PEFT wrapper needs Unsloth's inference patch again
+                from unsloth import FastLanguageModel
+
+                FastLanguageModel.for_inference(self.model)
             self._active_adapter = key
             manifest = adapter_store.read_manifest(path) or {}
             self.prompt_style = str(manifest.get("prompt_style") or self.resolved.prompt_style)
@@ -393,7 +397,7 @@ def open_local(settings: Settings, say: Say) -> LocalBackend:
     if adapter_path is not None:
         say(f"loading adapter {settings.adapter}")
         backend.set_adapter(settings.adapter)
-    if backend_kind == "unsloth":
+    elif backend_kind == "unsloth":
         from unsloth import FastLanguageModel
 
         FastLanguageModel.for_inference(backend.model)
