@@ -12,7 +12,7 @@ import click
 
 from medchat import __version__
 from medchat.errors import MedchatError
-from medchat.options import generation_options, model_options, offline_option, settings_from
+from medchat.options import generation_options, local_model_options, model_options, offline_option, settings_from
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -170,6 +170,59 @@ def history_rm(conversation_id: int) -> None:
 
     with HistoryStore() as store:
         store.delete(conversation_id)
+
+
+@cli.command()
+@local_model_options
+@generation_options
+@offline_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. 0.0.0.0 opens the server to your network: add --api-key.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0 = any free one).")
+@click.option("--api-key", default=None, help="Require 'Authorization: Bearer KEY' on /v1 requests.")
+@click.option("--served-model-name", default="", help="Model id clients send (default: the adapter's name, else the model's).")
+@click.option("--max-queue", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Most requests waiting for the model; more get HTTP 503.")
+@click.option("--log-requests", is_flag=True, help="Print one line per request to stderr.")
+def serve(host: str, port: int, api_key: str | None, served_model_name: str, max_queue: int,
+          log_requests: bool, **params) -> None:
+    """Serve the model over an OpenAI-compatible API: /v1/chat/completions, /v1/models, /health.
+
+    Streamed deltas carry the reasoning in `reasoning_content` and the answer in `content` (like vLLM's
+    deepseek_r1 reasoning parser). Requests take turns on the one loaded model. Ctrl+C stops.
+    """
+    from medchat.serve import run_serve
+
+    settings = settings_from(params, api_key=api_key)
+    run_serve(settings, host=host, port=port, served_name=served_model_name, max_queue=max_queue,
+              log_requests=log_requests)
+
+
+@cli.command()
+@click.option("--adapter", required=True, help="Adapter to merge: a name from `medchat adapters list`, or a folder.")
+@click.option("--merged", "merged_dir", required=True, type=click.Path(file_okay=False),
+              help="New folder for the merged model (must not exist, or be empty).")
+@click.option("--model", default="", help="Base model (default: the one the adapter was trained on).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float16", "float32"]), default="auto",
+              show_default=True, help="Weights of the merged model (auto = bfloat16 where supported).")
+@offline_option
+def export(adapter: str, merged_dir: str, model: str, device: str, dtype: str, offline: bool | None) -> None:
+    """Merge an adapter into a 16-bit copy of its base model, for vLLM or transformers."""
+    from pathlib import Path
+
+    from medchat.config import load_settings
+    from medchat.export import export_merged
+
+    offline = load_settings().offline if offline is None else offline
+    out = export_merged(adapter, Path(merged_dir), model=model, device=device, dtype=dtype, offline=offline,
+                        say=lambda msg: click.echo(f"medchat: {msg}", err=True))
+    click.echo(str(out))
+
+
+from medchat.commands.finetune import register as _register_finetune  # noqa: E402  (finetune, adapters, recipes, eval)
+
+_register_finetune(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -48,6 +48,8 @@ def _apply(flags: list[tuple[str, str, Any, str]]) -> Callable:
 
 model_options = _apply(MODEL_FLAGS)
 generation_options = _apply(GENERATION_FLAGS)
+# For commands that always load a local model (`serve`, where --api-key means the key clients must send).
+local_model_options = _apply([f for f in MODEL_FLAGS if f[0] not in ("--endpoint", "--api-key")])
 
 offline_option = click.option(
     "--offline/--online", "offline", default=None, help="Never contact the model hub (cached models only)."

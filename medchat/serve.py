@@ -105,6 +105,7 @@ def run_serve(
             generation=settings.generation,
             max_waiting=max_queue,
             served_name=served_name,
+            system_prompt=settings.system_prompt,
             log=say if log_requests else None,
         )
         serve_backend(backend, host, port, config, say)

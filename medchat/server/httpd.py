@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterator
 
 from medchat.config import GenerationSettings
-from medchat.engine.backends.base import Backend
+from medchat.engine.backends.base import Backend, Message
 from medchat.engine.events import AnswerDelta, GenerationDone, GenerationFailed, ReasoningDelta
 from medchat.engine.session import stream_events
 from medchat.errors import AdapterError, ConfigError, MedchatError, UsageError
@@ -39,6 +39,7 @@ class ServerConfig:
     max_tokens_limit: int = 0  # 0: the model's context length, else DEFAULT_MAX_TOKENS_LIMIT
     max_waiting: int = 64
     served_name: str = ""  # id clients use for the loaded model; "" = adapter name or model name
+    system_prompt: str = ""  # given to requests that bring no system message of their own
     log: Callable[[str], None] | None = None  # one line per request; None = quiet
 
 
@@ -268,8 +269,11 @@ class ChatHandler(BaseHTTPRequestHandler):
                     server.use_model(request.model)
                 except MedchatError as exc:
                     raise ApiError(400, str(exc), param="model", code="adapter_error") from None
+                messages = request.messages
+                if server.config.system_prompt and not any(m.role == "system" for m in messages):
+                    messages = (Message("system", server.config.system_prompt), *messages)
                 events = stream_events(
-                    server.backend, request.messages, request.generation, cancel,
+                    server.backend, messages, request.generation, cancel,
                     continue_final=request.continue_final,
                 )
                 if request.stream:

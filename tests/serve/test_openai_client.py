@@ -159,3 +159,13 @@ def test_failure_mid_stream_arrives_as_an_error_event(fake_server):
     with pytest.raises(openai.APIError) as err:
         list(stream)
     assert "out of memory" in str(err.value)
+
+
+def test_server_system_prompt_fills_in_only_when_the_client_sends_none():
+    backend = RepeatingFakeBackend()
+    with serve_in_thread(backend, config=ServerConfig(system_prompt="Be a careful clinician.")) as server:
+        api = client(server.base_url)
+        api.chat.completions.create(model="fake-model", messages=USER)
+        assert [(m.role, m.content) for m in backend.calls[-1]][0] == ("system", "Be a careful clinician.")
+        api.chat.completions.create(model="fake-model", messages=[{"role": "system", "content": "Mine."}, *USER])
+        assert [m.content for m in backend.calls[-1] if m.role == "system"] == ["Mine."]
