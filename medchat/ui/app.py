@@ -64,7 +64,7 @@ class MedchatApp(App[int]):
             chat[0].abandon_generation()  # stop the reply and save what was written
             if chat[0].store is not None:
                 chat[0].store.close()
-        self.exit(self.load_error.exit_code if self.load_error else 0)
+        self.exit(return_code=self.load_error.exit_code if self.load_error else 0)
 
 
 def make_app(

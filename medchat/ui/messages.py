@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from textual.message import Message
-
-from medchat.engine.events import GenerationDone, GenerationFailed
 
 
 class LoadProgress(Message):
@@ -35,26 +33,6 @@ class StreamStarted(Message):
         super().__init__()
         self.turn_id = turn_id
         self.prompt_tokens = prompt_tokens
-
-
-class StreamChunk(Message):
-    """Consecutive deltas of one kind, batched by the worker (see `medchat.ui.streaming`)."""
-
-    def __init__(self, turn_id: int, kind: Literal["reasoning", "answer"], text: str, tokens: int) -> None:
-        super().__init__()
-        self.turn_id = turn_id
-        self.kind = kind
-        self.text = text
-        self.tokens = tokens
-
-
-class StreamEnded(Message):
-    """The generation ended: ``event`` is the engine's GenerationDone or GenerationFailed."""
-
-    def __init__(self, turn_id: int, event: GenerationDone | GenerationFailed) -> None:
-        super().__init__()
-        self.turn_id = turn_id
-        self.event = event
 
 
 class AdapterSwitched(Message):

@@ -1,58 +1,90 @@
-"""Thread side of streaming: turn engine events into a few UI messages.
+"""Hand-over of a reply's events from the worker thread to the UI thread.
 
-A fast backend can produce thousands of tokens a second; posting one message per token would make the
-UI thread compete with generation for the GIL. So consecutive deltas of one kind are joined and posted
-at most every ``interval`` seconds (a slow model's tokens still go out one by one, at once), and a
-change of pane or the end of the reply flushes immediately.
+A fast backend produces thousands of tokens a second; one UI message per token would make the UI
+thread fight generation for the GIL and redraw far more often than anyone can read. So the worker
+puts events into a `StreamBuffer`, which joins consecutive deltas of one kind and posts a single
+`StreamReady` message when the buffer goes from empty to non-empty. The UI takes everything at
+once, at most every ``interval`` seconds. Nothing is ever held back: whatever arrived is shown at the
+next take, even if the model then stalls.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Callable, Iterable
+import threading
+from typing import Callable, Iterable, Union
 
 from textual.message import Message
 
 from medchat.engine.events import AnswerDelta, Event, GenerationDone, GenerationFailed, ReasoningDelta
-from medchat.ui.messages import StreamChunk, StreamEnded
 
 DEFAULT_INTERVAL = 1 / 30  # at most ~30 UI updates a second: smooth to read, cheap to draw
 
 
-def pump(
-    events: Iterable[Event],
-    post: Callable[[Message], object],
-    turn_id: int,
-    *,
-    interval: float = DEFAULT_INTERVAL,
-    clock: Callable[[], float] = time.monotonic,
-) -> GenerationDone | GenerationFailed | None:
-    """Iterate ``events`` (in a worker thread), posting StreamChunk/StreamEnded; return the last event."""
-    kind: str | None = None
-    parts: list[str] = []
-    tokens = 0
-    last_post = float("-inf")
+class Chunk:
+    """Consecutive deltas of one pane, joined."""
 
-    def flush() -> None:
-        nonlocal kind, parts, tokens, last_post
-        if parts:
-            post(StreamChunk(turn_id, kind, "".join(parts), tokens))  # type: ignore[arg-type]
-            last_post = clock()
-        kind, parts, tokens = None, [], 0
+    __slots__ = ("kind", "parts", "tokens")
 
-    for event in events:
+    def __init__(self, kind: str, text: str, tokens: int) -> None:
+        self.kind = kind
+        self.parts = [text]
+        self.tokens = tokens
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+Item = Union[Chunk, GenerationDone, GenerationFailed]
+
+
+class StreamReady(Message):
+    """The buffer of turn ``turn_id`` has items; take them with ``buffer.take()`` on the UI thread."""
+
+    def __init__(self, turn_id: int, buffer: "StreamBuffer") -> None:
+        super().__init__()
+        self.turn_id = turn_id
+        self.buffer = buffer
+
+
+class StreamBuffer:
+    """Thread-safe queue of one reply's items; ``put`` from the worker, ``take`` from the UI."""
+
+    def __init__(self, turn_id: int, post: Callable[[Message], object]) -> None:
+        self.turn_id = turn_id
+        self._post = post
+        self._lock = threading.Lock()
+        self._items: list[Item] = []
+        self._signalled = False
+
+    def put(self, event: Event) -> None:
         if isinstance(event, (ReasoningDelta, AnswerDelta)):
-            this = "reasoning" if isinstance(event, ReasoningDelta) else "answer"
-            if kind is not None and this != kind:
-                flush()
-            kind = this
-            parts.append(event.text)
-            tokens += event.tokens
-            if clock() - last_post >= interval:
-                flush()
-        elif isinstance(event, (GenerationDone, GenerationFailed)):
-            flush()
-            post(StreamEnded(turn_id, event))
+            kind = "reasoning" if isinstance(event, ReasoningDelta) else "answer"
+        else:
+            kind = ""
+        with self._lock:
+            last = self._items[-1] if self._items else None
+            if kind and isinstance(last, Chunk) and last.kind == kind:
+                last.parts.append(event.text)
+                last.tokens += event.tokens
+            else:
+                self._items.append(Chunk(kind, event.text, event.tokens) if kind else event)
+            if self._signalled:
+                return
+            self._signalled = True
+        self._post(StreamReady(self.turn_id, self))
+
+    def take(self) -> list[Item]:
+        with self._lock:
+            items, self._items = self._items, []
+            self._signalled = False
+        return items
+
+
+def pump(events: Iterable[Event], buffer: StreamBuffer) -> GenerationDone | GenerationFailed | None:
+    """Worker thread: move every event into ``buffer``; return the final event (None if missing)."""
+    for event in events:
+        buffer.put(event)
+        if isinstance(event, (GenerationDone, GenerationFailed)):
             return event
-    flush()
     return None

@@ -8,6 +8,7 @@ touched on the UI thread alone. History is written here, on the UI thread, as ea
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -31,13 +32,11 @@ from medchat.ui.messages import (
     BackendFailed,
     BackendReady,
     LoadProgress,
-    StreamChunk,
-    StreamEnded,
     StreamStarted,
 )
 from medchat.ui.screens.adapters import AdapterPicker
 from medchat.ui.screens.history import HistoryBrowser
-from medchat.ui.streaming import pump
+from medchat.ui.streaming import DEFAULT_INTERVAL, Chunk, StreamBuffer, StreamReady, pump
 from medchat.ui.widgets.loading import LoadingView
 from medchat.ui.widgets.prompt import PromptInput
 from medchat.ui.widgets.status import StatusBar
@@ -101,6 +100,7 @@ class ChatScreen(Screen):
         self._views: dict[int, TurnView] = {}
         self._live: dict[int, LiveTurn] = {}
         self._next_id = 0
+        self._last_take = 0.0
 
     # -- layout ---------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -145,6 +145,10 @@ class ChatScreen(Screen):
                 self.notify(f"History is off: {exc}", severity="warning", timeout=8)
         # A daemon thread, not a worker: quitting while a model loads must not wait for the load.
         threading.Thread(target=self._load_backend, name="medchat-load", daemon=True).start()
+
+    def on_unmount(self) -> None:
+        # However the app ends, stop the reply in progress (its thread polls the cancel flag).
+        self.abandon_generation()
 
     def _load_backend(self) -> None:
         say = lambda line: self.post_message(LoadProgress(line))  # noqa: E731
@@ -258,30 +262,47 @@ class ChatScreen(Screen):
 
     @work(thread=True, group="generation", exit_on_error=False)
     def _generate(self, events: Iterator[Event], turn_id: int, session: ChatSession) -> None:
-        """Worker thread: run the engine, post batched chunks. Touches no widget."""
+        """Worker thread: run the engine, hand events to the UI through a buffer. Touches no widget."""
         try:
             prompt_tokens = session.backend.count_tokens(session.messages())
         except Exception:  # noqa: BLE001 - the count is cosmetic (status bar)
             prompt_tokens = 0
         self.post_message(StreamStarted(turn_id, prompt_tokens))
+        buffer = StreamBuffer(turn_id, self.post_message)
         try:
-            if pump(events, self.post_message, turn_id) is None:
+            if pump(events, buffer) is None:
                 raise MedchatError("the generation ended without a result")
         except Exception as exc:  # noqa: BLE001 - e.g. continue_last refusing; shown in the transcript
             message = str(exc) if isinstance(exc, MedchatError) else f"{type(exc).__name__}: {exc}"
-            self.post_message(StreamEnded(turn_id, GenerationFailed(message)))
+            buffer.put(GenerationFailed(message))
 
     def on_stream_started(self, message: StreamStarted) -> None:
         if live := self._live.get(message.turn_id):
             live.prompt_tokens = message.prompt_tokens
             self.status.context_used = message.prompt_tokens
 
-    async def on_stream_chunk(self, message: StreamChunk) -> None:
-        view = self._views.get(message.turn_id)
+    async def on_stream_ready(self, message: StreamReady) -> None:
+        # Take at most every DEFAULT_INTERVAL; later text joins this take (the buffer keeps it).
+        wait = DEFAULT_INTERVAL - (time.monotonic() - self._last_take)
+        if wait > 0:
+            self.set_timer(wait, lambda: self._take(message.buffer))
+        else:
+            await self._take(message.buffer)
+
+    async def _take(self, buffer: StreamBuffer) -> None:
+        self._last_take = time.monotonic()
+        for item in buffer.take():
+            if isinstance(item, Chunk):
+                await self._show_chunk(buffer.turn_id, item.kind, item.text, item.tokens)
+            else:
+                await self._end(buffer.turn_id, item)
+
+    async def _show_chunk(self, turn_id: int, kind: str, text: str, tokens: int) -> None:
+        view = self._views.get(turn_id)
         if view is None or not view.is_attached:
             return
-        await view.add(message.kind, message.text, message.tokens)
-        live = self._live.get(message.turn_id)
+        await view.add(kind, text, tokens)
+        live = self._live.get(turn_id)
         tokens = view.state.reasoning_tokens + view.state.answer_tokens
         if view.first_token_at is not None:
             elapsed = clock.now() - view.first_token_at
@@ -290,15 +311,13 @@ class ChatScreen(Screen):
         if live is not None:
             self.status.context_used = live.prompt_tokens + tokens
             if clock.now() - live.last_save >= SAVE_EVERY:
-                self._save(message.turn_id)
+                self._save(turn_id)
 
-    async def on_stream_ended(self, message: StreamEnded) -> None:
-        turn_id = message.turn_id
+    async def _end(self, turn_id: int, event: GenerationDone | GenerationFailed) -> None:
         live = self._live.pop(turn_id, None)
         if self.generating_turn == turn_id:
             self.generating_turn = None
             self.status.state = "ready"
-        event = message.event
         view = self._views.get(turn_id)
         if live is not None:
             self._save_live(live, view)
