@@ -114,3 +114,96 @@ def list_adapters() -> list[AdapterSummary]:
             )
         )
     return out
+
+
+# -------------------------------------------------------------------------------------------------
+# Write side: only `medchat finetune` creates adapters; a half-written one is never listed.
+
+REPORT = "report.json"
+
+
+def validate_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise AdapterError(
+            f"adapter name {name!r} is not allowed: use letters, digits, '.', '_' or '-' (at most 64, "
+            "starting with a letter or digit)"
+        )
+    return name
+
+
+def begin_save(name: str) -> Path:
+    """A private temporary sibling folder ``.tmp-<name>-*`` in the store to write an adapter into."""
+    import tempfile
+
+    validate_name(name)
+    root = paths.ensure_private_dir(store_dir())
+    if (root / name).exists():
+        raise AdapterError(f"an adapter named '{name}' already exists (choose another --name or `medchat adapters rm {name}`)")
+    return Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{name}-"))
+
+
+def commit_save(tmp: Path, name: str) -> Path:
+    """Move a complete adapter folder into place under ``name`` (atomic rename on one filesystem)."""
+    import os
+
+    if not is_adapter_dir(tmp):
+        raise AdapterError(f"refusing to store an incomplete adapter (no {PEFT_CONFIG} or weights in {tmp})")
+    target = store_dir() / name
+    if target.exists():
+        raise AdapterError(f"an adapter named '{name}' appeared while training; the new one is kept at {tmp}")
+    os.chmod(tmp, 0o700)
+    os.replace(tmp, target)
+    return target
+
+
+def abort_save(tmp: Path) -> None:
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_manifest(adapter_dir: Path, manifest: dict[str, Any]) -> None:
+    from medchat.fsutil import atomic_write_text
+
+    atomic_write_text(adapter_dir / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def write_report(adapter_dir: Path, report: dict[str, Any]) -> None:
+    from medchat.fsutil import atomic_write_text
+
+    atomic_write_text(adapter_dir / REPORT, json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def read_report(adapter_dir: Path) -> dict[str, Any] | None:
+    return read_json(adapter_dir / REPORT)
+
+
+def stored_adapter(name: str) -> Path:
+    """A stored adapter's folder by name (not a path), even if incomplete, for `rm` and `path`."""
+    validate_name(name)
+    target = store_dir() / name
+    if not target.is_dir():
+        known = ", ".join(a.name for a in list_adapters()) or "none yet"
+        raise AdapterError(f"no adapter named '{name}' (stored adapters: {known})")
+    return target
+
+
+def remove_adapter(name: str) -> Path:
+    """Delete a stored adapter: renamed aside first, so a crash mid-delete leaves no listed half."""
+    import os
+    import shutil
+    import tempfile
+
+    target = stored_adapter(name)
+    trash = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".rm-{name}-"))
+    os.replace(target, trash / name)
+    shutil.rmtree(trash, ignore_errors=True)
+    return target
+
+
+def stale_temporaries() -> list[Path]:
+    """Leftovers of interrupted saves or deletes (never listed as adapters)."""
+    root = store_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.name.startswith((".tmp-", ".rm-")))

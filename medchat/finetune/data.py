@@ -16,10 +16,10 @@ import json
 import os
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from medchat.errors import DataError, UsageError
 
@@ -541,51 +541,6 @@ def format_examples(
     ]
 
 
-def count_tokens(tokenizer: Any, text: str) -> int:
-    """Tokens as the trainer will count them (TRL tokenizes plain text with the tokenizer's defaults)."""
-    return len(tokenizer(text=text)["input_ids"])
-
-
-@dataclass
-class LengthReport:
-    """Token lengths of the formatted rows and what ``--on-long`` did to them."""
-
-    total: list[int] = field(default_factory=list)  # prompt + completion, per kept-or-not row
-    completion: list[int] = field(default_factory=list)
-    truncated: int = 0
-    dropped: int = 0
-    kept: list[int] = field(default_factory=list)  # positions (into the formatted list) that are kept
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "tokens": distribution(self.total),
-            "completion_tokens": distribution(self.completion),
-            "truncated": self.truncated,
-            "dropped": self.dropped,
-        }
-
-
-def fit_lengths(
-    tokenizer: Any, rows: Sequence[Formatted], max_len: int, on_long: str, min_completion: int = 1
-) -> LengthReport:
-    """Count tokens and decide per row: keep, truncate (the trainer cuts the tail at ``max_len``) or
-    drop. A row whose prompt alone fills ``max_len`` is dropped either way: nothing would be learned."""
-    report = LengthReport()
-    for i, row in enumerate(rows):
-        prompt = count_tokens(tokenizer, row.prompt)
-        total = count_tokens(tokenizer, row.prompt + row.completion)
-        report.total.append(total)
-        report.completion.append(total - prompt)
-        if total <= max_len:
-            report.kept.append(i)
-        elif on_long == "drop" or prompt + min_completion > max_len:
-            report.dropped += 1
-        else:
-            report.truncated += 1
-            report.kept.append(i)
-    return report
-
-
 def distribution(values: Sequence[int]) -> dict[str, int]:
     if not values:
         return {}
@@ -597,7 +552,14 @@ def distribution(values: Sequence[int]) -> dict[str, int]:
     return {"min": s[0], "p50": pct(0.5), "p90": pct(0.9), "max": s[-1], "mean": round(sum(s) / len(s))}
 
 
-def render_check(tokenizer: Any, style: str, system_prompt: str, example: Example, max_len: int) -> dict[str, Any]:
+def render_check(
+    tokenizer: Any,
+    style: str,
+    system_prompt: str,
+    example: Example,
+    max_len: int,
+    encode: Callable[[str], list[int]] | None = None,
+) -> dict[str, Any]:
     """Render one row the way training will and the way chat will; refuse to train if they disagree.
 
     Checks: the training prompt equals the chat prompt; the prompt's tokens are a prefix of the
@@ -618,8 +580,9 @@ def render_check(tokenizer: Any, style: str, system_prompt: str, example: Exampl
             f"training and chat prompts differ at character {diff}: training {prompt[diff:diff + 40]!r} vs "
             f"chat {chat_prompt[diff:diff + 40]!r}; refusing to train a format chat will not use"
         )
-    prompt_ids = tokenizer(text=prompt)["input_ids"]
-    full_ids = tokenizer(text=prompt + completion)["input_ids"]
+    encode = encode or (lambda text: tokenizer(text, add_special_tokens=False)["input_ids"])
+    prompt_ids = encode(prompt)
+    full_ids = encode(prompt + completion)
     common = 0
     for a, b in zip(prompt_ids, full_ids):
         if a != b:
