@@ -1,5 +1,5 @@
 """The adapter picker: the adapters in the store (base model, date, data set, rows, final loss) and
-"base model (no adapter)". Dismisses with the chosen adapter name, "" for the base model, or None."""
+"none" (the bare base model). Dismisses with the chosen adapter name, "" for the base model, or None."""
 
 from __future__ import annotations
 
@@ -15,7 +15,12 @@ BASE_KEY = "\0base"  # row key of the "no adapter" row (cannot clash with an ada
 
 
 def _date(created: str) -> str:
-    return created[:16].replace("T", " ") if created else "–"
+    return created[:10] if created else "–"
+
+
+def _short(model_id: str) -> str:
+    """"HuggingFaceTB/SmolLM2-135M-Instruct" -> "SmolLM2-135M-Instruct": the name a user recognises."""
+    return model_id.rstrip("/").rsplit("/", 1)[-1] if model_id else "?"
 
 
 def _loss(value: float | None) -> str:
@@ -46,7 +51,7 @@ class AdapterPicker(ModalScreen[str | None]):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("", "Adapter", "Base model", "Created", "Data set", "Rows", "Final loss")
+        table.add_columns("", "Adapter", "Base model", "Created", "Data set", "Rows", "Loss")
         adapters = self._adapters
         error = self._error
         if adapters is None:
@@ -55,14 +60,14 @@ class AdapterPicker(ModalScreen[str | None]):
             except Exception as exc:  # noqa: BLE001 - an unreadable store must not break the chat
                 adapters, error = [], f"cannot read the adapter store: {exc}"
         mark = lambda is_current: "●" if is_current else " "  # noqa: E731
-        table.add_row(mark(not self.current), "base model (no adapter)", "", "", "", "", "", key=BASE_KEY)
+        table.add_row(mark(not self.current), "none", "base model only", "", "", "", "", key=BASE_KEY)
         current_row = 0
         for i, a in enumerate(adapters, 1):
             is_current = bool(self.current) and self.current in (a.name, str(a.path))
             if is_current:
                 current_row = i
             table.add_row(
-                mark(is_current), a.name, a.base_model or "?", _date(a.created), a.dataset or "–",
+                mark(is_current), a.name, _short(a.base_model), _date(a.created), _short(a.dataset) if a.dataset else "–",
                 str(a.rows) if a.rows else "–", _loss(a.final_loss), key=a.name,
             )
         if not adapters:
