@@ -6,6 +6,7 @@ import dataclasses
 import errno
 import ipaddress
 import signal
+import socket
 import sys
 import threading
 from typing import Callable
@@ -39,11 +40,26 @@ def make_server(
     try:
         return ChatServer((host, port), backend, config)
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise UsageError(f"cannot listen on {host}:{port}: the port is already in use (try --port)") from None
-        if exc.errno in (errno.EACCES, errno.EPERM):
-            raise UsageError(f"cannot listen on {host}:{port}: permission denied (use a port above 1023)") from None
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise _bind_error(host, port, exc) from None
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail at once with one line if ``host:port`` cannot be bound."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise _bind_error(host, port, exc) from None
+
+
+def _bind_error(host: str, port: int, exc: OSError) -> UsageError:
+    if exc.errno == errno.EADDRINUSE:
+        return UsageError(f"cannot listen on {host}:{port}: the port is already in use (try --port)")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return UsageError(f"cannot listen on {host}:{port}: permission denied (use a port above 1023)")
+    return UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 def serve_backend(
@@ -75,6 +91,7 @@ def serve_backend(
     finally:
         server.cancel_all()
         server.server_close()
+        server.wait_idle(10.0)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     say("stopped serving")
@@ -96,6 +113,7 @@ def run_serve(
 
     if not 0 <= port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535, got {port}")
+    check_port_free(host, port)  # before the model load, which can take minutes
     api_key = settings.api_key
     # `serve` always loads a local model: an endpoint from the config file or environment is for chatting.
     backend = open_backend(dataclasses.replace(settings, endpoint=""), say)

@@ -28,6 +28,7 @@ def serve_in_thread(
         yield server
     finally:
         server.cancel_all()
+        server.wait_idle(5.0)
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)

@@ -103,6 +103,17 @@ class ChatServer(ThreadingHTTPServer):
             for cancel in self._cancels:
                 cancel.set()
 
+    def wait_idle(self, timeout: float) -> bool:
+        """After cancel_all: give running generations a moment to stop, so the model is not torn
+        down under them. True if all ended in time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._cancels_lock:
+                if not self._cancels:
+                    return True
+            time.sleep(0.05)
+        return False
+
     def use_model(self, model_id: str) -> None:
         """Switch the backend to the adapter that ``model_id`` names (call while holding the gate)."""
         wanted = self.models.ids[model_id]
