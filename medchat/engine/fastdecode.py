@@ -1,0 +1,610 @@
+"""medchat's own batch-1 decode loop for Llama-family models.
+
+Why it exists: at batch 1, transformers' ``generate()`` spends most of each token's time in Python
+(logits processors, cache bookkeeping, mask building, one kernel launch per tiny op), not in the
+GPU kernels. This module runs the model's own weights through a short, fixed forward pass:
+
+* q/k/v and gate/up projections fused into one matrix each (fewer, larger matmuls);
+* a static KV cache owned here (no per-token allocation), reused across turns when the new prompt
+  starts with the previous one (the chat re-sends earlier turns);
+* on CUDA, optional int4 weight-only matrices (torchao's tile-packed format, group 128, the
+  tinygemm kernel), and one CUDA graph per attention-length bucket that replays the whole decode
+  step (forward + sampling) with a single launch; the host reads token *t* while the GPU computes
+  token *t + 1*;
+* sampling (repetition penalty, temperature, top-k, top-p) on the device, in HF's order.
+
+Entry points: ``unsupported_reason(model)``, ``FastDecoder(model, quantize=...)``,
+``FastDecoder.generate(prompt_ids, settings, cancel, eos_ids)`` yielding token ids, and
+``IncrementalDetokenizer`` turning ids into text deltas. A LoRA adapter must be merged into the
+weights first (``merge_adapter``): the decoder reads plain linear weights only.
+
+Building a decoder takes the weights over: the source model's projection weights are released as
+they are fused (memory stays near one copy), so the caller must not use the model afterwards.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Sequence
+
+if TYPE_CHECKING:
+    import torch
+
+    from medchat.config import GenerationSettings
+
+SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+Quantize = Literal["none", "int4"]
+PREFILL_CHUNK = 512  # tokens per prefill forward: bounds the attention scores' memory
+MIN_BUCKET = 256  # smallest attention length a CUDA graph is captured for
+
+
+class FastPathUnavailable(Exception):
+    """This model or machine cannot use the fast path; the message says why (for the status)."""
+
+
+def unsupported_reason(model: Any, quantize: Quantize = "none") -> str | None:
+    """Why ``model`` cannot go through FastDecoder, or None when it can. Touches nothing."""
+    cfg = getattr(model, "config", None)
+    mtype = getattr(cfg, "model_type", "")
+    if mtype not in SUPPORTED_TYPES:
+        return f"model type {mtype or '?'} is not one of {', '.join(SUPPORTED_TYPES)}"
+    if "sliding_attention" in (getattr(cfg, "layer_types", None) or ()):
+        return "sliding-window attention layers are not supported"
+    if mtype == "mistral" and getattr(cfg, "sliding_window", None):
+        return "sliding-window attention is not supported"
+    rope = (getattr(cfg, "rope_parameters", None) or {}).get("rope_type", "default")
+    if rope in ("dynamic", "longrope"):
+        return f"rope type {rope} changes with length; not supported"
+    inner = getattr(model, "model", None)
+    if inner is None or not hasattr(inner, "layers") or not hasattr(model, "lm_head"):
+        return "unexpected module layout"
+    if hasattr(model, "peft_config"):
+        return "merge the LoRA adapter first (merge_adapter)"
+    for name, module in model.named_modules():
+        cls = type(module).__name__
+        if "Linear4bit" in cls or "Linear8bit" in cls or getattr(module, "quant_state", None) is not None:
+            return f"{name} is bitsandbytes-quantised; the fast path needs plain weights"
+    if quantize == "int4":
+        import torch
+
+        if model.lm_head.weight.device.type != "cuda" and not torch.cuda.is_available():
+            return "int4 weights need CUDA"
+        try:
+            import torchao  # noqa: F401
+        except ImportError:
+            return "int4 weights need torchao (pip install torchao)"
+    return None
+
+
+def merge_adapter(model: Any) -> Any:
+    """Fold a PEFT LoRA adapter into the base weights; returns the plain model."""
+    if hasattr(model, "merge_and_unload"):
+        return model.merge_and_unload()
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights
+
+
+class _Linear:
+    """Weights of y = x @ W^T (+ b): W plain (any dtype) or int4 tile-packed for aten's tinygemm."""
+
+    def __init__(self, weight: "torch.Tensor", bias: "torch.Tensor | None", quantize: Quantize) -> None:
+        import torch
+
+        self.out_features = weight.shape[0]
+        self.bias = bias
+        self.int4 = quantize == "int4" and _int4_ok(weight)
+        self.scale_and_zero = None
+        self.pad = 0
+        if self.int4:
+            self.pad = -weight.shape[1] % 1024  # the kernel wants in_features padded to 1024
+            from torchao.quantization.quantize_.workflows.int4.int4_tile_packed_to_4d_tensor import (
+                Int4TilePackedTo4dTensor,
+            )
+
+            q = Int4TilePackedTo4dTensor.from_hp(weight.to(torch.bfloat16), [1, 128])
+            self.weight, self.scale_and_zero = q.qdata, q.scale_and_zero
+        else:
+            self.weight = weight
+
+    def args(self) -> tuple:
+        """Tensors for ``_mm`` (kept as plain tensors so one compiled graph serves every layer)."""
+        return (self.weight, self.scale_and_zero, self.bias)
+
+    def spec(self) -> tuple[int, bool, int]:
+        """Static facts for ``_mm``: identical for every layer, so compiled code is shared."""
+        return (self.out_features, self.int4, self.pad)
+
+    def __call__(self, x: "torch.Tensor") -> "torch.Tensor":
+        return _mm(x, *self.args(), self.spec())
+
+
+def _mm(x, weight, scale_and_zero, bias, spec: tuple[int, bool, int]):
+    import torch
+
+    out_features, int4, pad = spec
+    if int4:
+        if pad:
+            x = torch.nn.functional.pad(x, (0, pad))
+        y = torch.ops.aten._weight_int4pack_mm(x, weight, 128, scale_and_zero)[:, :out_features]
+    else:
+        y = torch.nn.functional.linear(x, weight)
+    return y + bias if bias is not None else y
+
+
+def _rms(x, w, eps: float):
+    """LlamaRMSNorm, op for op (so that results match transformers' bit for bit)."""
+    import torch
+
+    dtype = x.dtype
+    h = x.to(torch.float32)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return w * h.to(dtype)
+
+
+def _rope(x, cos, sin):
+    import torch
+
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+
+def _pre_attention(x, ln, qkv_w, qkv_sz, qkv_b, q_norm, k_norm, cos, sin, dims: tuple):
+    """Norm, fused q/k/v projection, q/k norms (Qwen3), rotary embedding -> q [T,nq,hd], k, v [T,nkv,hd]."""
+    nq, nkv, hd, eps, qkv_spec = dims
+    T = x.shape[0]
+    qkv = _mm(_rms(x, ln, eps), qkv_w, qkv_sz, qkv_b, qkv_spec)
+    q = qkv[:, : nq * hd].view(T, nq, hd)
+    k = qkv[:, nq * hd : (nq + nkv) * hd].view(T, nkv, hd)
+    v = qkv[:, (nq + nkv) * hd :].view(T, nkv, hd)
+    if q_norm is not None:
+        q = _rms(q, q_norm, eps)
+        k = _rms(k, k_norm, eps)
+    return _rope(q, cos, sin), _rope(k, cos, sin), v
+
+
+def _post_attention(x, att, o_w, o_sz, o_b, ln, gu_w, gu_sz, gu_b, d_w, d_sz, d_b, dims: tuple):
+    """Output projection + residual, norm, SwiGLU MLP + residual."""
+    import torch
+
+    eps, o_spec, gu_spec, d_spec = dims
+    x = x + _mm(att, o_w, o_sz, o_b, o_spec)
+    gu = _mm(_rms(x, ln, eps), gu_w, gu_sz, gu_b, gu_spec)
+    g, u = gu.chunk(2, dim=-1)
+    return x + _mm(torch.nn.functional.silu(g) * u, d_w, d_sz, d_b, d_spec)
+
+
+def _int4_ok(weight: "torch.Tensor") -> bool:
+    return weight.device.type == "cuda" and weight.shape[1] % 128 == 0
+
+
+@dataclass
+class _Layer:
+    qkv: _Linear
+    o: _Linear
+    gate_up: _Linear
+    down: _Linear
+    ln1: "torch.Tensor"
+    ln2: "torch.Tensor"
+    q_norm: "torch.Tensor | None"
+    k_norm: "torch.Tensor | None"
+
+
+def _take(linears: Sequence[Any]) -> tuple["torch.Tensor", "torch.Tensor | None"]:
+    """Concatenate the weights (and biases) of ``linears`` and release the originals."""
+    import torch
+
+    weight = torch.cat([m.weight.data for m in linears], 0) if len(linears) > 1 else linears[0].weight.data
+    biases = [m.bias.data if m.bias is not None else None for m in linears]
+    bias = None
+    if any(b is not None for b in biases):
+        bias = torch.cat(
+            [b if b is not None else torch.zeros(m.out_features, dtype=weight.dtype, device=weight.device)
+             for b, m in zip(biases, linears)]
+        )
+    for m in linears:  # the source model no longer owns these weights
+        m.weight = torch.nn.Parameter(torch.empty(0, dtype=weight.dtype, device=weight.device), False)
+    return weight, bias
+
+
+# ---------------------------------------------------------------------------------------------
+# The decoder
+
+
+class FastDecoder:
+    """Batch-1 greedy/sampled decoding over a Llama-family model's weights (see module docstring)."""
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        quantize: Quantize = "none",
+        cuda_graphs: bool | None = None,
+        compile: bool = False,
+        max_context: int | None = None,
+    ) -> None:
+        import torch
+
+        reason = unsupported_reason(model, quantize)
+        if reason:
+            raise FastPathUnavailable(reason)
+        cfg = model.config
+        inner = model.model
+        self.device = inner.embed_tokens.weight.device
+        if quantize == "int4" and self.device.type != "cuda":
+            model.to("cuda")
+            self.device = inner.embed_tokens.weight.device
+        self.dtype = inner.embed_tokens.weight.dtype
+        self.quantize: Quantize = quantize
+        self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        if self.cuda_graphs and self.device.type != "cuda":
+            raise FastPathUnavailable("CUDA graphs need a CUDA device")
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
+        self.eps = cfg.rms_norm_eps
+        self.scale = self.head_dim**-0.5
+        self.vocab = model.lm_head.weight.shape[0]
+        limit = getattr(cfg, "max_position_embeddings", 4096) or 4096
+        self.max_context = min(limit, max_context) if max_context else limit
+
+        with torch.no_grad():
+            self.embed = inner.embed_tokens.weight.data
+            self.layers: list[_Layer] = []
+            for layer in inner.layers:
+                att, mlp = layer.self_attn, layer.mlp
+                qkv = _Linear(*_take([att.q_proj, att.k_proj, att.v_proj]), quantize)
+                o = _Linear(*_take([att.o_proj]), quantize)
+                gate_up = _Linear(*_take([mlp.gate_proj, mlp.up_proj]), quantize)
+                down = _Linear(*_take([mlp.down_proj]), quantize)
+                qn = getattr(att, "q_norm", None)
+                kn = getattr(att, "k_norm", None)
+                self.layers.append(
+                    _Layer(qkv, o, gate_up, down, layer.input_layernorm.weight.data,
+                           layer.post_attention_layernorm.weight.data,
+                           qn.weight.data if qn is not None else None,
+                           kn.weight.data if kn is not None else None)
+                )
+                if quantize == "int4":
+                    torch.cuda.empty_cache()
+            self.norm = inner.norm.weight.data
+            head = model.lm_head
+            tied = head.weight.data.data_ptr() == self.embed.data_ptr()
+            if tied and quantize != "int4":
+                self.lm_head = _Linear(self.embed, None, "none")
+            else:
+                w = head.weight.data
+                self.lm_head = _Linear(w, head.bias.data if head.bias is not None else None, quantize)
+                if not tied:
+                    head.weight = torch.nn.Parameter(torch.empty(0, dtype=w.dtype, device=w.device), False)
+            self._rotary = inner.rotary_emb
+        first = self.layers[0]
+        self._pre_dims = (self.n_heads, self.n_kv, self.head_dim, self.eps, first.qkv.spec())
+        self._post_dims = (self.eps, first.o.spec(), first.gate_up.spec(), first.down.spec())
+        if any((l.qkv.spec(), l.o.spec(), l.gate_up.spec(), l.down.spec())
+               != (first.qkv.spec(), first.o.spec(), first.gate_up.spec(), first.down.spec())
+               for l in self.layers):
+            raise FastPathUnavailable("layers differ in shape")
+        self.compiled = compile
+        self._pre_c = self._post_c = None
+        if compile:  # fuse the small ops around the matmuls; the decode step (T = 1) only
+            import torch
+
+            self._pre_c = torch.compile(_pre_attention, fullgraph=True, dynamic=False)
+            self._post_c = torch.compile(_post_attention, fullgraph=True, dynamic=False)
+        self._capacity = 0
+        self._cache: "torch.Tensor | None" = None
+        self._cached_ids: list[int] = []
+        self._graphs: dict[tuple[int, bool], Any] = {}
+        self._pool = None
+        # device-side state read and written by the decode step (static addresses for CUDA graphs)
+        dev = self.device
+        self._tok = torch.zeros(1, dtype=torch.long, device=dev)
+        self._pos = torch.zeros(1, dtype=torch.long, device=dev)
+        self._out = torch.zeros(1, dtype=torch.long, device=dev)
+        self._seen = torch.zeros(self.vocab, dtype=torch.bool, device=dev)
+        self._temperature = torch.ones((), dtype=torch.float32, device=dev)
+        self._top_p = torch.ones((), dtype=torch.float32, device=dev)
+        self._top_k = torch.full((), self.vocab, dtype=torch.long, device=dev)
+        self._penalty = torch.ones((), dtype=torch.float32, device=dev)
+        self._ranks = torch.arange(self.vocab, device=dev)
+        self.lock = threading.Lock()
+
+    # -- description ----------------------------------------------------------------------------
+    def describe(self) -> str:
+        parts = ["medchat decode loop"]
+        if self.quantize == "int4":
+            parts.append("int4 g128 (torchao tile-packed)")
+        if self.compiled:
+            parts.append("torch.compile")
+        if self.cuda_graphs:
+            parts.append("CUDA graphs")
+        return ", ".join(parts)
+
+    # -- cache ----------------------------------------------------------------------------------
+    def _ensure_capacity(self, needed: int) -> None:
+        import torch
+
+        if needed <= self._capacity:
+            return
+        cap = 512
+        while cap < needed:
+            cap *= 2
+        cap = min(cap, max(self.max_context, needed))
+        shape = (len(self.layers), 2, self.n_kv, cap, self.head_dim)
+        cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        if self._cache is not None:
+            cache[:, :, :, : self._capacity].copy_(self._cache)
+        self._cache = cache
+        with torch.no_grad():
+            positions = torch.arange(cap, device=self.device)[None]
+            probe = torch.zeros(1, dtype=self.dtype, device=self.device)
+            cos, sin = self._rotary(probe, positions)
+        self._cos, self._sin = cos[0], sin[0]  # [cap, head_dim]
+        self._capacity = cap
+        self._graphs.clear()  # captured graphs point at the old buffers
+
+    # -- forward --------------------------------------------------------------------------------
+    def _forward(self, ids: "torch.Tensor", positions: "torch.Tensor", attn_len: int) -> "torch.Tensor":
+        """Logits (float32) of the last of ``ids`` at ``positions``; writes their K/V into the cache."""
+        import torch
+
+        T = ids.shape[0]
+        nq, nkv, hd = self.n_heads, self.n_kv, self.head_dim
+        group = nq // nkv
+        pre, post = (self._pre_c, self._post_c) if T == 1 and self._pre_c else (_pre_attention, _post_attention)
+        x = self.embed.index_select(0, ids)  # [T, H]
+        cos = self._cos.index_select(0, positions)[:, None]  # [T, 1, hd]
+        sin = self._sin.index_select(0, positions)[:, None]
+        keys = torch.arange(attn_len, device=ids.device)
+        mask = torch.where(keys[None] <= positions[:, None], 0.0, float("-inf")).to(torch.float32)  # [T, L]
+        cache = self._cache
+        for i, layer in enumerate(self.layers):
+            q, k, v = pre(x, layer.ln1, *layer.qkv.args(), layer.q_norm, layer.k_norm, cos, sin, self._pre_dims)
+            kc, vc = cache[i, 0], cache[i, 1]  # [nkv, cap, hd]
+            kc.index_copy_(1, positions, k.transpose(0, 1))
+            vc.index_copy_(1, positions, v.transpose(0, 1))
+            # grouped-query attention without copying K/V: each KV head's query rows side by side
+            qg = q.view(T, nkv, group, hd).permute(1, 2, 0, 3).reshape(nkv, group * T, hd)
+            scores = torch.bmm(qg, kc[:, :attn_len].transpose(1, 2)).view(nkv, group, T, attn_len)
+            scores = scores.to(torch.float32) * self.scale + mask
+            probs = torch.softmax(scores, dim=-1).to(x.dtype).view(nkv, group * T, attn_len)
+            att = torch.bmm(probs, vc[:, :attn_len]).view(nkv, group, T, hd)
+            att = att.permute(2, 0, 1, 3).reshape(T, nq * hd)
+            x = post(x, att, *layer.o.args(), layer.ln2, *layer.gate_up.args(), *layer.down.args(),
+                     self._post_dims)
+        x = _rms(x[-1:], self.norm, self.eps)
+        return self.lm_head(x)[0].to(torch.float32)
+
+    # -- sampling (HF order: repetition penalty, temperature, top-k, top-p) ----------------------
+    def _sample(self, logits: "torch.Tensor", greedy: bool) -> "torch.Tensor":
+        import torch
+
+        pen = self._penalty
+        logits = torch.where(self._seen, torch.where(logits > 0, logits / pen, logits * pen), logits)
+        if greedy:
+            return torch.argmax(logits).view(1)
+        logits = logits / self._temperature
+        sorted_logits, order = torch.sort(logits, descending=True)
+        sorted_logits = torch.where(self._ranks < self._top_k, sorted_logits, float("-inf"))
+        probs = torch.softmax(sorted_logits, dim=-1)
+        before = torch.cumsum(probs, dim=-1) - probs  # mass of the more likely tokens
+        probs = torch.where((before < self._top_p) | (self._ranks == 0), probs, 0.0)
+        race = torch.empty_like(probs).exponential_(1.0)  # argmax(p / Exp(1)) samples from p
+        return order.index_select(0, torch.argmax(probs / race).view(1))
+
+    def _step(self, attn_len: int, greedy: bool) -> None:
+        """One decode step on device state: feed _tok at _pos, write the next token everywhere."""
+        logits = self._forward(self._tok, self._pos, attn_len)
+        nxt = self._sample(logits, greedy)
+        self._out.copy_(nxt)
+        self._tok.copy_(nxt)
+        self._seen.index_fill_(0, nxt, True)
+        self._pos.add_(1)
+
+    def _bucket(self, position: int) -> int:
+        """Attention length for a step at ``position``: exact without CUDA graphs; with them a power
+        of two (>= MIN_BUCKET, <= capacity), so that a few captured graphs cover every length."""
+        if not self.cuda_graphs:
+            return position + 1
+        length = MIN_BUCKET
+        while length < position + 1:
+            length *= 2
+        return min(length, self._capacity)
+
+    def _graph(self, attn_len: int, greedy: bool) -> Any:
+        import torch
+
+        key = (attn_len, greedy)
+        graph = self._graphs.get(key)
+        if graph is not None:
+            return graph
+        saved = [t.clone() for t in (self._tok, self._pos, self._seen)]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm up kernels/workspaces outside the capture
+            self._step(attn_len, greedy)
+        torch.cuda.current_stream().wait_stream(side)
+        for t, s in zip((self._tok, self._pos, self._seen), saved):
+            t.copy_(s)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            self._step(attn_len, greedy)
+        self._graphs[key] = graph
+        return graph
+
+    # -- generation -----------------------------------------------------------------------------
+    def _set_sampling(self, settings: "GenerationSettings") -> bool:
+        import torch
+
+        greedy = settings.temperature <= 0
+        self._temperature.fill_(max(settings.temperature, 1e-5))
+        self._top_p.fill_(settings.top_p)
+        self._top_k.fill_(settings.top_k if settings.top_k > 0 else self.vocab)
+        self._penalty.fill_(settings.repetition_penalty)
+        if settings.seed >= 0 and not greedy:
+            torch.manual_seed(settings.seed)
+        return greedy
+
+    def _prefill(self, prompt: Sequence[int]) -> None:
+        """Fill the cache for ``prompt`` (reusing the common prefix of the last one); leave the
+        last prompt token in _tok at _pos, ready for the first decode step."""
+        import torch
+
+        reuse = 0
+        limit = min(len(self._cached_ids), len(prompt) - 1)
+        while reuse < limit and self._cached_ids[reuse] == prompt[reuse]:
+            reuse += 1
+        ids = torch.tensor(list(prompt), dtype=torch.long, device=self.device)
+        for start in range(reuse, len(prompt) - 1, PREFILL_CHUNK):
+            end = min(start + PREFILL_CHUNK, len(prompt) - 1)
+            positions = torch.arange(start, end, device=self.device)
+            self._forward(ids[start:end], positions, self._bucket(end - 1))
+        self._tok.fill_(prompt[-1])
+        self._pos.fill_(len(prompt) - 1)
+        self._seen.zero_()
+        self._seen.index_fill_(0, ids, True)
+
+    def generate(
+        self,
+        prompt_ids: Sequence[int],
+        settings: "GenerationSettings",
+        cancel: threading.Event | None = None,
+        eos_ids: Sequence[int] = (),
+    ) -> Iterator[int]:
+        """Yield up to ``settings.max_new_tokens`` new token ids (an EOS id ends it, unyielded).
+        Stops within one token of ``cancel`` being set. One generation at a time per decoder."""
+        import torch
+
+        if not prompt_ids:
+            raise ValueError("empty prompt")
+        if not self.lock.acquire(blocking=False):
+            raise RuntimeError("this decoder is already generating")
+        try:
+            with torch.inference_mode():
+                yield from self._generate(list(prompt_ids), settings, cancel or threading.Event(), set(eos_ids))
+        finally:
+            self.lock.release()
+
+    def _generate(self, prompt: list[int], settings: "GenerationSettings", cancel: threading.Event,
+                  eos: set[int]) -> Iterator[int]:
+        import torch
+
+        budget = min(settings.max_new_tokens, self.max_context - len(prompt))
+        if budget <= 0:
+            raise ValueError(f"the prompt ({len(prompt)} tokens) fills the context ({self.max_context})")
+        self._ensure_capacity(len(prompt) + budget)
+        greedy = self._set_sampling(settings)
+        self._cached_ids = []  # invalid while the cache is being rewritten
+        self._prefill(prompt)
+        seq = list(prompt)
+        if not self.cuda_graphs:
+            for _ in range(budget):
+                if cancel.is_set():
+                    break
+                self._step(self._bucket(len(seq) - 1), greedy)
+                tok = int(self._out.item())
+                if tok in eos:
+                    break
+                seq.append(tok)
+                yield tok
+            self._cached_ids = seq[:-1]  # every fed position holds valid K/V
+            return
+        # CUDA: keep one step in flight; read token t while the GPU computes t + 1
+        slots = [torch.zeros(1, dtype=torch.long, pin_memory=True) for _ in range(2)]
+        events = [torch.cuda.Event() for _ in range(2)]
+        launched = 0  # steps launched; step n feeds position len(prompt) - 1 + n
+
+        def launch() -> None:
+            nonlocal launched
+            position = len(prompt) - 1 + launched
+            self._graph(self._bucket(position), greedy).replay()
+            slot = launched % 2
+            slots[slot].copy_(self._out, non_blocking=True)
+            events[slot].record()
+            launched += 1
+
+        received = 0
+        launch()
+        try:
+            while received < launched:
+                if launched < budget and not cancel.is_set():
+                    launch()
+                events[received % 2].synchronize()
+                tok = int(slots[received % 2][0])
+                received += 1
+                if tok in eos or cancel.is_set():
+                    break
+                seq.append(tok)
+                yield tok
+        finally:
+            torch.cuda.current_stream().synchronize()
+            # positions up to len(seq) - 2 hold valid K/V (the last token was never fed back)
+            self._cached_ids = seq[:-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Text
+
+
+class IncrementalDetokenizer:
+    """Turns a growing list of token ids into text deltas without re-decoding everything, holding
+    back bytes that do not yet form a whole character (a multi-byte character split over tokens)."""
+
+    def __init__(self, tokenizer: Any, skip_special_tokens: bool = True, window: int = 6) -> None:
+        self.tokenizer = tokenizer
+        self.skip = skip_special_tokens
+        self.ids: list[int] = []
+        self.prefix = 0  # decode from here, so that word-boundary spacing is right
+        self.read = 0  # text up to here has been emitted
+        self.window = window
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=self.skip, clean_up_tokenization_spaces=False)
+
+    def push(self, token: int) -> str:
+        """Add one token; return the new text it completes (may be "")."""
+        self.ids.append(token)
+        before = self._decode(self.ids[self.prefix : self.read])
+        now = self._decode(self.ids[self.prefix :])
+        if len(now) > len(before) and not now.endswith("\ufffd"):
+            delta = now[len(before) :]
+            self.read = len(self.ids)
+            self.prefix = max(self.prefix, self.read - self.window)
+            return delta
+        return ""
+
+    def flush(self) -> str:
+        """Text still held back at the end (possibly a lone replacement character)."""
+        before = self._decode(self.ids[self.prefix : self.read])
+        now = self._decode(self.ids[self.prefix :])
+        self.read = len(self.ids)
+        return now[len(before) :] if len(now) > len(before) else ""
+
+
+def stream_text(
+    decoder: FastDecoder,
+    tokenizer: Any,
+    prompt_ids: Sequence[int],
+    settings: "GenerationSettings",
+    cancel: threading.Event | None = None,
+    eos_ids: Sequence[int] = (),
+    skip_special_tokens: bool = True,
+) -> Iterator[tuple[str, int]]:
+    """(text delta, tokens it came from) pairs; tokens of held-back text count toward the next one."""
+    detok = IncrementalDetokenizer(tokenizer, skip_special_tokens)
+    pending = 0
+    for tok in decoder.generate(prompt_ids, settings, cancel, eos_ids):
+        pending += 1
+        text = detok.push(tok)
+        if text:
+            yield text, pending
+            pending = 0
+    tail = detok.flush()
+    if tail or pending:
+        yield tail, pending
