@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import math
 import os
 import platform
 import shutil
@@ -314,6 +315,13 @@ def make_callback(plan: Plan, stop: StopFlag, stream=None):
             self.losses: list[tuple[int, float]] = []
             self.tokens = 0
             self.seconds = 0.0
+            self.marks: list[tuple[float, int]] = []  # (seconds, tokens) at the end of each step
+
+        def steady_rate(self) -> float | None:
+            """Median tokens/s of the steps after the first two (which include compilation and warm-up)."""
+            steps = [(t1 - t0, n1 - n0) for (t0, n0), (t1, n1) in zip(self.marks, self.marks[1:])][2:]
+            rates = sorted(n / dt for dt, n in steps if dt > 0)
+            return round(rates[len(rates) // 2], 1) if rates else None
 
         def on_train_begin(self, args, state, control, **kw):
             self.t0 = time.perf_counter()
@@ -333,6 +341,7 @@ def make_callback(plan: Plan, stop: StopFlag, stream=None):
         def on_step_end(self, args, state, control, **kw):
             self.seconds = time.perf_counter() - self.t0
             self.tokens = (state.num_input_tokens_seen or 0) - self.tokens0
+            self.marks.append((self.seconds, self.tokens))
             if stop.requested:
                 control.should_save = True
                 control.should_training_stop = True
@@ -408,6 +417,11 @@ def trainer_args(plan: Plan, n_rows: int):
         plan.notes.append("padding-free batches need CUDA attention kernels; using padded batches on CPU")
     elif ft.packing == "padding_free" or (ft.packing == "auto" and cuda and plan.backend == "unsloth"):
         kwargs["padding_free"] = True
+    # A warm-up longer than a tenth of the run would keep a short run (a smoke test, a demo) near lr 0.
+    steps = ft.max_steps or math.ceil(n_rows / (ft.batch_size * ft.grad_accum) * ft.epochs)
+    warmup = min(ft.warmup_steps, steps // 10)
+    if warmup < ft.warmup_steps and ft.warmup_ratio == 0:
+        plan.notes.append(f"warm-up shortened to {warmup} steps (a tenth of this {steps}-step run)")
     return SFTConfig(
         output_dir=str(plan.run_dir),
         per_device_train_batch_size=ft.batch_size,
@@ -416,7 +430,7 @@ def trainer_args(plan: Plan, n_rows: int):
         num_train_epochs=ft.epochs,
         learning_rate=ft.learning_rate,
         lr_scheduler_type=ft.lr_scheduler,
-        warmup_steps=ft.warmup_steps if ft.warmup_ratio == 0 else 0,
+        warmup_steps=warmup if ft.warmup_ratio == 0 else 0,
         **({"warmup_ratio": ft.warmup_ratio} if ft.warmup_ratio > 0 else {}),
         weight_decay=ft.weight_decay,
         optim=optim,
@@ -451,6 +465,7 @@ class TrainResult:
     tokens: int
     peak_gpu_gib: float | None
     interrupted: bool
+    steady_tokens_per_second: float | None = None
 
 
 def train(plan: Plan, model: Any, tokenizer: Any, built: Built, say: Say) -> tuple[Any, TrainResult]:
@@ -496,6 +511,7 @@ def train(plan: Plan, model: Any, tokenizer: Any, built: Built, say: Say) -> tup
         tokens=progress.tokens,
         peak_gpu_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
         interrupted=stop.requested,
+        steady_tokens_per_second=progress.steady_rate(),
     )
     return trainer, result
 
@@ -558,6 +574,7 @@ def build_manifest(plan: Plan, tokenizer: Any, built: Built, result: TrainResult
         "settings": s,
         "training": {"steps": result.steps, "seconds": round(result.seconds, 1), "tokens": result.tokens,
                      "tokens_per_second": round(result.tokens / max(result.seconds, 1e-9), 1),
+                     "steady_tokens_per_second": result.steady_tokens_per_second,
                      "peak_gpu_gib": result.peak_gpu_gib, "interrupted": result.interrupted},
         "losses": {"first_train": losses[0] if losses else None, "final_train": losses[-1] if losses else None,
                    "history": result.losses},
@@ -741,7 +758,8 @@ def print_summary(manifest: dict[str, Any], path: Path) -> None:
     losses = manifest["losses"]
     lines = [
         f"adapter {manifest['name']} saved to {path}",
-        f"  {t['steps']} steps in {_clock(t['seconds'])}, {t['tokens']:,} tokens ({t['tokens_per_second']:,.0f} tok/s, non-padding)"
+        f"  {t['steps']} steps in {_clock(t['seconds'])}, {t['tokens']:,} tokens ({t['tokens_per_second']:,.0f} tok/s, non-padding"
+        + (f"; {t['steady_tokens_per_second']:,.0f} tok/s after warm-up" if t.get("steady_tokens_per_second") else "") + ")"
         + (f", peak GPU memory {t['peak_gpu_gib']} GiB" if t.get("peak_gpu_gib") is not None else ""),
         f"  loss {losses['first_train']} → {losses['final_train']}",
     ]
