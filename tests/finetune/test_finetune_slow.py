@@ -1,0 +1,69 @@
+"""Real CPU fine-tuning of the embedded SmolLM2 (slow: each test trains a few real steps)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from medchat import adapters
+from medchat.cli import main
+from medchat.finetune import trainer
+
+QUESTION = "A 58-year-old man has crushing central chest pain radiating to the left arm. What is the diagnosis?"
+
+
+def ask(capsys, *extra: str) -> str:
+    capsys.readouterr()
+    main(["ask", QUESTION, "--model", "smollm2", "--temperature", "0", "--max-new-tokens", "48", "--json", *extra])
+    return capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_finetune_creates_an_adapter_that_ask_loads_and_that_changes_output(embedded_model, capsys):
+    main(["finetune", "--model", "smollm2", "--dataset", "sample", "--samples", "16", "--max-steps", "3",
+          "--eval-rows", "1", "--eval-max-new-tokens", "16", "--name", "smoke"])
+    out = capsys.readouterr().out
+    assert "adapter smoke saved" in out and "medchat --model smollm2 --adapter smoke" in out
+
+    folder = adapters.store_dir() / "smoke"
+    manifest = json.loads((folder / "medchat.json").read_text())
+    assert manifest["training"]["steps"] == 3
+    assert len(manifest["dataset"]["train_indices"]) == 16 and len(manifest["dataset"]["eval_indices"]) == 1
+    assert not set(manifest["dataset"]["train_indices"]) & set(manifest["dataset"]["eval_indices"])
+    assert manifest["prompt_style"] == "chat_template" and manifest["chat_template_hash"].startswith("sha256:")
+    assert manifest["base_model"]["id"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert {"torch", "transformers", "peft", "trl"} <= set(manifest["versions"])
+    assert manifest["losses"]["final_train"] is not None
+    assert (folder / "report.json").is_file() and "adapter" in manifest["eval"]
+    assert adapters.stale_temporaries() == [] and not (trainer.runs_dir() / "smoke").exists()
+
+    base = json.loads(ask(capsys))
+    tuned = json.loads(ask(capsys, "--adapter", "smoke"))
+    assert (base["reasoning"], base["answer"]) != (tuned["reasoning"], tuned["answer"])
+
+
+@pytest.mark.slow
+def test_stop_saves_a_checkpoint_and_resume_finishes_the_run(embedded_model, monkeypatch, capsys):
+    real_enter = trainer.StopFlag.__enter__
+
+    def stop_at_once(self):  # as if Ctrl+C arrived during the first step
+        real_enter(self)
+        self.requested = True
+        return self
+
+    monkeypatch.setattr(trainer.StopFlag, "__enter__", stop_at_once)
+    with pytest.raises(SystemExit) as stopped:
+        main(["finetune", "--model", "smollm2", "--dataset", "sample", "--samples", "8", "--max-steps", "2",
+              "--eval-rows", "0", "--name", "resumable"])
+    assert stopped.value.code == 130
+    err = capsys.readouterr().err
+    assert "medchat finetune --resume resumable" in err
+    assert trainer.last_checkpoint(trainer.runs_dir() / "resumable").name == "checkpoint-1"
+    assert adapters.list_adapters() == []  # nothing half-made in the store
+
+    monkeypatch.setattr(trainer.StopFlag, "__enter__", real_enter)
+    main(["finetune", "--resume", "resumable"])
+    manifest = json.loads((adapters.store_dir() / "resumable" / "medchat.json").read_text())
+    assert manifest["training"]["steps"] == 2
+    assert not (trainer.runs_dir() / "resumable").exists()
