@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Iterable
 
 from textual.app import App, SystemCommand
@@ -67,6 +68,16 @@ class MedchatApp(App[int]):
         self.exit(return_code=self.load_error.exit_code if self.load_error else 0)
 
 
+# The generation thread takes the GIL back thousands of times a second (between tensor operations);
+# while the UI thread draws, each of those waits up to the switch interval (5 ms by default). A shorter
+# interval keeps a drawing UI from stalling generation.
+GIL_SWITCH_INTERVAL = 0.001
+
+
+def tune_interpreter() -> None:
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+
+
 def make_app(
     settings: Settings, backend_factory: BackendFactory | None = None, *, resume: int | None = None
 ) -> MedchatApp:
@@ -76,6 +87,7 @@ def make_app(
 
 def run_chat(settings: Settings, resume: int | None = None) -> None:
     """Run the chat; a model that failed to load becomes the CLI's one-line error and exit code."""
+    tune_interpreter()
     app = make_app(settings, resume=resume)
     app.run()
     if app.load_error is not None:

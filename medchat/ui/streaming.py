@@ -11,13 +11,16 @@ next take, even if the model then stalls.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable, Iterable, Union
 
 from textual.message import Message
 
 from medchat.engine.events import AnswerDelta, Event, GenerationDone, GenerationFailed, ReasoningDelta
 
-DEFAULT_INTERVAL = 1 / 30  # at most ~30 UI updates a second: smooth to read, cheap to draw
+MIN_INTERVAL = 1 / 30  # at most ~30 UI updates a second: smooth to read
+MAX_INTERVAL = 0.5  # and at least two, however slow drawing is
+UI_DUTY = 0.1  # share of one core the UI may spend drawing while a reply streams
 
 
 class Chunk:
@@ -79,6 +82,48 @@ class StreamBuffer:
             items, self._items = self._items, []
             self._signalled = False
         return items
+
+
+class TakePacer:
+    """When the UI thread takes the next batch from a `StreamBuffer`.
+
+    As often as every MIN_INTERVAL, but spaced so that drawing (layout and paint included: all the
+    UI thread's CPU time since the previous take) stays under UI_DUTY of a core. A busy UI thread
+    holds the GIL that the generation thread needs between its tensor operations, so an unthrottled
+    UI slows the model down; on a fast machine the cap is never reached.
+    """
+
+    def __init__(
+        self,
+        min_interval: float = MIN_INTERVAL,
+        max_interval: float = MAX_INTERVAL,
+        duty: float = UI_DUTY,
+        cpu: Callable[[], float] = time.thread_time,
+        wall: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.min_interval, self.max_interval, self.duty = min_interval, max_interval, duty
+        self._cpu, self._wall = cpu, wall
+        self.reset()
+
+    def reset(self) -> None:
+        """A new reply starts: forget the previous one's drawing cost."""
+        self.interval = self.min_interval
+        self._last_wall = float("-inf")
+        self._last_cpu: float | None = None
+
+    def wait(self) -> float:
+        """Seconds to wait before the next take (0: take now)."""
+        return max(0.0, self._last_wall + self.interval - self._wall())
+
+    def took(self) -> None:
+        """Record a take (call on the UI thread, where ``time.thread_time`` is the UI's CPU)."""
+        cpu, wall = self._cpu(), self._wall()
+        if self._last_cpu is not None:
+            wanted = (cpu - self._last_cpu) / self.duty
+            # Smooth, so one slow frame (a big final render) does not stall the next ones.
+            wanted = 0.5 * self.interval + 0.5 * wanted
+            self.interval = min(max(wanted, self.min_interval), self.max_interval)
+        self._last_cpu, self._last_wall = cpu, wall
 
 
 def pump(events: Iterable[Event], buffer: StreamBuffer) -> GenerationDone | GenerationFailed | None:

@@ -8,7 +8,6 @@ touched on the UI thread alone. History is written here, on the UI thread, as ea
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -36,7 +35,7 @@ from medchat.ui.messages import (
 )
 from medchat.ui.screens.adapters import AdapterPicker
 from medchat.ui.screens.history import HistoryBrowser
-from medchat.ui.streaming import DEFAULT_INTERVAL, Chunk, StreamBuffer, StreamReady, pump
+from medchat.ui.streaming import Chunk, StreamBuffer, StreamReady, TakePacer, pump
 from medchat.ui.widgets.loading import LoadingView
 from medchat.ui.widgets.prompt import PromptInput
 from medchat.ui.widgets.status import StatusBar
@@ -100,7 +99,7 @@ class ChatScreen(Screen):
         self._views: dict[int, TurnView] = {}
         self._live: dict[int, LiveTurn] = {}
         self._next_id = 0
-        self._last_take = 0.0
+        self._pacer = TakePacer()
 
     # -- layout ---------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -252,6 +251,7 @@ class ChatScreen(Screen):
         self._live[view.turn_id] = LiveTurn(self.session, position, self.conversation_id, info.model, info.adapter)
         self._save(view.turn_id)
         self.generating_turn = view.turn_id
+        self._pacer.reset()
         self.status.state = "generating"
         self.status.tok_per_s = 0.0
         view.begin()
@@ -282,15 +282,15 @@ class ChatScreen(Screen):
             self.status.context_used = message.prompt_tokens
 
     async def on_stream_ready(self, message: StreamReady) -> None:
-        # Take at most every DEFAULT_INTERVAL; later text joins this take (the buffer keeps it).
-        wait = DEFAULT_INTERVAL - (time.monotonic() - self._last_take)
+        # Take when the pacer allows; text arriving meanwhile joins this take (the buffer keeps it).
+        wait = self._pacer.wait()
         if wait > 0:
             self.set_timer(wait, lambda: self._take(message.buffer))
         else:
             await self._take(message.buffer)
 
     async def _take(self, buffer: StreamBuffer) -> None:
-        self._last_take = time.monotonic()
+        self._pacer.took()
         for item in buffer.take():
             if isinstance(item, Chunk):
                 await self._show_chunk(buffer.turn_id, item.kind, item.text, item.tokens)

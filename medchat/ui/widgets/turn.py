@@ -233,7 +233,8 @@ class TurnView(Vertical, can_focus=True):
             label = f"{arrow} Thought for {seconds:.0f} s{tok}" if seconds is not None else f"{arrow} Reasoning{tok}"
         if self.state.finish == "length_in_reasoning":
             label += "  (cut off while thinking)"
-        pane.query_one(ReasoningHeader).update(label)
+        # One line whatever the label: no layout pass needed (this runs on every streamed batch).
+        pane.query_one(ReasoningHeader).update(label, layout=False)
 
     def tick(self) -> None:
         """Called every second while streaming, so "Thinking… N s" moves even between tokens."""

@@ -1,0 +1,169 @@
+"""Streaming benchmark for the chat UI (a script, not a test).
+
+A scripted backend pushes REASONING_TOKENS reasoning tokens (a paragraph break every 50) and then
+ANSWER_TOKENS answer tokens as fast as it can. The real chat app runs headless (`App.run_test`) and
+streams them into its panes. Printed:
+
+* engine alone: the same generation through `ChatSession.send` with no UI attached;
+* engine under the UI: how long generation took while the UI consumed it (the UI's slowdown);
+* UI done: when the last token was on screen (after the final full render of both panes);
+* UI cost per token: UI-thread CPU time per displayed token, over reasoning tokens 0-2k (around 1k)
+  versus 18k-20k (around 20k). Goal: the late cost is at most 1.2x the early cost (no O(n^2)).
+
+Run:  .venv/bin/python benchmarks/stream_ui.py [--runs 3] [--reasoning-tokens 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+os.environ.setdefault("MEDCHAT_HOME", tempfile.mkdtemp(prefix="medchat-bench-"))
+
+from medchat.config import GenerationSettings, Settings  # noqa: E402
+from medchat.engine.backends.fake import FakeBackend  # noqa: E402
+from medchat.engine.session import ChatSession  # noqa: E402
+from medchat.ui.app import make_app, tune_interpreter  # noqa: E402
+from medchat.ui.widgets.turn import TurnView  # noqa: E402
+
+
+def script(reasoning_tokens: int, answer_tokens: int) -> list[str]:
+    chunks = ["<think>"]
+    for i in range(reasoning_tokens):
+        chunks.append(f"step{i}" + ("\n\n" if i % 50 == 49 else " "))
+    chunks.append("</think>")
+    for i in range(answer_tokens):
+        chunks.append(f"answer{i}" + ("\n\n" if i % 50 == 49 else " "))
+    return chunks
+
+
+class TimedBackend(FakeBackend):
+    """Records when its stream started and finished (in the consuming thread)."""
+
+    def stream(self, *args, **kwargs):
+        self.started = time.perf_counter()
+        yield from super().stream(*args, **kwargs)
+        self.finished = time.perf_counter()
+
+
+def generation() -> GenerationSettings:
+    return GenerationSettings(max_new_tokens=10**7)
+
+
+def engine_alone(chunks: list[str], delay: float = 0.0) -> float:
+    backend = TimedBackend([chunks], delay=delay)
+    session = ChatSession(backend, generation())
+    done = threading.Event()
+
+    def run() -> None:
+        for _ in session.send("question"):
+            pass
+        done.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return backend.finished - backend.started
+
+
+async def with_ui(chunks: list[str], reasoning_tokens: int, delay: float = 0.0) -> dict[str, float]:
+    backend = TimedBackend([chunks], delay=delay)
+    app = make_app(Settings(model="bench", history=False, generation=generation()), lambda s, p: backend)
+    samples: list[tuple[int, float]] = []  # (reasoning tokens shown, UI-thread CPU seconds)
+    original_add = TurnView.add
+
+    async def add(self, kind, text, tokens):
+        await original_add(self, kind, text, tokens)
+        if kind == "reasoning":
+            samples.append((self.state.reasoning_tokens, time.thread_time()))
+
+    TurnView.add = add
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            while getattr(app.screen, "session", None) is None:
+                await pilot.pause(0.01)
+            prompt = app.screen.query_one("#prompt")
+            prompt.text = "question"
+            prompt.focus()
+            sent = time.perf_counter()
+            await pilot.press("enter")
+            # Poll with asyncio.sleep, not pilot.pause: pause forces a full layout and walks the DOM.
+            while app.chat.generating_turn is not None or not list(app.screen.query(TurnView)):
+                await asyncio.sleep(0.01)
+            view = app.screen.query_one(TurnView)
+            while not view.state.finish:
+                await asyncio.sleep(0.01)
+            ui_done = time.perf_counter()
+            assert view.state.reasoning_tokens >= reasoning_tokens, view.state.reasoning_tokens
+    finally:
+        TurnView.add = original_add
+
+    def cost(lo: int, hi: int) -> float:
+        """UI-thread CPU per token between the takes that bracket tokens lo..hi."""
+        start = max((s for s in samples if s[0] <= lo), default=samples[0])
+        end = min((s for s in samples if s[0] >= hi), default=samples[-1])
+        if end[0] <= start[0]:
+            return float("nan")
+        return (end[1] - start[1]) / (end[0] - start[0])
+
+    return {
+        "engine_under_ui": backend.finished - backend.started,
+        "ui_done": ui_done - sent,
+        "cost_early": cost(500, 1500),
+        "cost_late": cost(reasoning_tokens - 1500, reasoning_tokens - 500),
+        "takes": len(samples),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--reasoning-tokens", type=int, default=20_000)
+    parser.add_argument("--answer-tokens", type=int, default=1_000)
+    parser.add_argument("--pace", type=float, default=2000.0,
+                        help="tokens/s of the paced run that measures UI cost per token (default 2000)")
+    args = parser.parse_args()
+    tune_interpreter()  # as `medchat chat` does
+    chunks = script(args.reasoning_tokens, args.answer_tokens)
+    total = args.reasoning_tokens + args.answer_tokens
+    r = args.reasoning_tokens
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.runs} runs each (medians)")
+    print(f"tokens: {r} reasoning (paragraph every 50) + {args.answer_tokens} answer = {total}")
+
+    # 1. Burst: the fake engine pushes every token as fast as it can.
+    alone = statistics.median(engine_alone(chunks) for _ in range(args.runs))
+    burst = [asyncio.run(with_ui(chunks, r)) for _ in range(args.runs)]
+    under = statistics.median(x["engine_under_ui"] for x in burst)
+    print("\n[burst: as fast as the fake engine can]")
+    print(f"engine alone:            {alone:7.3f} s  ({total / alone:,.0f} tok/s)")
+    print(f"engine under the UI:     {under:7.3f} s  ({total / under:,.0f} tok/s)")
+    print(f"UI slowdown of engine:   {100 * (under / alone - 1):+6.1f} %   (goal <= 5 %)")
+    print(f"all tokens on screen:    {statistics.median(x['ui_done'] for x in burst):7.3f} s after Enter "
+          "(final full render of both panes included)")
+    print(f"UI takes of reasoning:   {statistics.median(x['takes'] for x in burst):7.0f}")
+
+    # 2. Paced: tokens arrive steadily, so the UI takes many batches and per-token cost is measurable.
+    delay = 1.0 / args.pace
+    alone_p = statistics.median(engine_alone(chunks, delay) for _ in range(args.runs))
+    paced = [asyncio.run(with_ui(chunks, r, delay)) for _ in range(args.runs)]
+    under_p = statistics.median(x["engine_under_ui"] for x in paced)
+    early = statistics.median(x["cost_early"] for x in paced)
+    late = statistics.median(x["cost_late"] for x in paced)
+    print(f"\n[paced: fake engine sleeps {delay * 1e3:.2f} ms per token, nominal {args.pace:,.0f} tok/s]")
+    print(f"engine alone:            {alone_p:7.3f} s  ({total / alone_p:,.0f} tok/s)")
+    print(f"engine under the UI:     {under_p:7.3f} s  ({total / under_p:,.0f} tok/s)")
+    print(f"UI slowdown of engine:   {100 * (under_p / alone_p - 1):+6.1f} %   (goal <= 5 %)")
+    print(f"UI takes of reasoning:   {statistics.median(x['takes'] for x in paced):7.0f}")
+    print(f"UI CPU per token ~1k:    {early * 1e6:7.1f} us  (reasoning tokens 500-1,500)")
+    print(f"UI CPU per token ~20k:   {late * 1e6:7.1f} us  (reasoning tokens {r - 1500:,}-{r - 500:,})")
+    print(f"late / early:            {late / early:7.2f} x   (goal <= 1.2 x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""The worker→UI hand-over: batching without holding text back, and the pacing of UI takes."""
+
+from __future__ import annotations
+
+from medchat.engine.events import AnswerDelta, GenerationDone, ReasoningDelta
+from medchat.ui.streaming import Chunk, StreamBuffer, StreamReady, TakePacer, pump
+
+
+def test_buffer_joins_runs_of_one_kind_and_signals_once_per_take():
+    posted = []
+    buffer = StreamBuffer(7, posted.append)
+    events = [ReasoningDelta("a", 1), ReasoningDelta("b", 1), AnswerDelta("c", 1), AnswerDelta("d", 2),
+              GenerationDone("ab", "cd")]
+    assert pump(events, buffer) == events[-1]
+    assert len(posted) == 1 and isinstance(posted[0], StreamReady) and posted[0].turn_id == 7
+    items = buffer.take()
+    assert [(i.kind, i.text, i.tokens) for i in items[:2]] == [("reasoning", "ab", 2), ("answer", "cd", 3)]
+    assert isinstance(items[2], GenerationDone)
+    buffer.put(AnswerDelta("e", 1))  # after a take, the next item signals again
+    assert len(posted) == 2 and [i.text for i in buffer.take() if isinstance(i, Chunk)] == ["e"]
+
+
+def test_pacer_spaces_takes_by_the_cost_of_drawing():
+    cpu, wall = [0.0], [100.0]
+    pacer = TakePacer(min_interval=0.03, max_interval=0.5, duty=0.1, cpu=lambda: cpu[0], wall=lambda: wall[0])
+    assert pacer.wait() == 0  # the first take is immediate
+    pacer.took()
+    cpu[0] += 0.001  # cheap drawing: stay near the minimum interval
+    wall[0] += 0.05
+    pacer.took()
+    assert abs(pacer.interval - 0.03) < 1e-9
+    for _ in range(10):  # 40 ms of UI CPU per take: at 10 % duty, takes 0.4 s apart
+        cpu[0] += 0.04
+        wall[0] += 0.4
+        pacer.took()
+    assert 0.35 < pacer.interval <= 0.4
+    assert 0 < pacer.wait() <= pacer.interval
+    cpu[0] += 5.0  # a huge frame never stalls the stream for more than max_interval
+    pacer.took()
+    assert pacer.interval == 0.5
+    pacer.reset()
+    assert pacer.wait() == 0
