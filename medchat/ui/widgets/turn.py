@@ -96,6 +96,7 @@ class TurnView(Vertical, can_focus=True):
         self.reasoning_seconds: float | None = None
         self._streams: dict[str, MarkdownStream] = {}
         self._streaming = False
+        self._rendered_reasoning: str | None = None  # text of the last full render of the reasoning
 
     # -- composition ----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -133,6 +134,7 @@ class TurnView(Vertical, can_focus=True):
         self.state = TurnState(user=self.state.user, model_label=self.state.model_label)
         await self.reasoning_md.update("")
         await self.answer_md.update("")
+        self._rendered_reasoning = None
         self.reasoning_pane.add_class("-empty")
         self.reasoning_pane.set_collapsed(False)
 
@@ -161,6 +163,7 @@ class TurnView(Vertical, can_focus=True):
                 # The answer started: finish the reasoning pane and fold it away.
                 await self._close_stream("reasoning")
                 await self.reasoning_md.update(self.state.reasoning)
+                self._rendered_reasoning = self.state.reasoning
                 self.reasoning_ended_at = now
                 self.reasoning_pane.set_collapsed(True)
             self.state.answer += text
@@ -205,7 +208,9 @@ class TurnView(Vertical, can_focus=True):
         pane = self.reasoning_pane
         if reasoning:
             pane.remove_class("-empty")
-            await self.reasoning_md.update(reasoning)
+            if reasoning != self._rendered_reasoning:  # already fully rendered when the answer began
+                await self.reasoning_md.update(reasoning)
+                self._rendered_reasoning = reasoning
         else:
             pane.add_class("-empty")
         await self.answer_md.update(answer)
