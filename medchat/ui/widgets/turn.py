@@ -274,16 +274,17 @@ class TurnView(Vertical, can_focus=True):
 
 
 def _status_line(state: TurnState, footer: str) -> tuple[str, str]:
+    tail = f"  ·  {footer}" if footer else ""
     if state.finish == "error":
         return f"✖ {state.error}", "error"
     if state.finish == "cancelled":
-        return "■ Stopped — the partial reply is kept. Ctrl+R regenerates.", "warning"
+        return "■ Stopped — the partial reply is kept. Ctrl+R regenerates." + tail, "warning"
     if state.finish == "length_in_reasoning":
-        return "Cut off while thinking (token budget reached) — Ctrl+O continues.", "warning"
+        return "Cut off while thinking (token budget reached) — Ctrl+O continues." + tail, "warning"
     if state.finish == "length":
-        return "Cut off at the token budget — Ctrl+O continues.", "warning"
+        return "Cut off at the token budget — Ctrl+O continues." + tail, "warning"
     if state.finish == "interrupted":
-        return "This reply was interrupted before it finished.", "warning"
+        return "This reply was interrupted before it finished." + tail, "warning"
     if not state.answer.strip() and state.reasoning.strip():
-        return "The model gave no answer outside its reasoning.", "warning"
+        return "The model gave no answer outside its reasoning." + tail, "warning"
     return footer, "dim"
