@@ -69,6 +69,26 @@ def chat_template_for_style(style_name: str) -> str | None:
     )
 
 
+def export_chat_template(adapter: str, target: Path) -> Path:
+    """Write the Jinja chat template matching the adapter's prompt style (for vLLM ``--chat-template``
+    when serving the adapter itself with ``--lora-modules``)."""
+    adapter_path = adapter_store.resolve_adapter(adapter)
+    style = str((adapter_store.read_manifest(adapter_path) or {}).get("prompt_style") or "chat_template")
+    template = chat_template_for_style(style)
+    if template is None:
+        raise UsageError(
+            f"adapter {adapter_path.name} was trained with the base model's own chat template; "
+            "servers use it already, no --chat-template needed"
+        )
+    from medchat.fsutil import atomic_write_text
+
+    out = target.expanduser().absolute()
+    if out.exists():
+        raise UsageError(f"{out} already exists; choose a new file (an export never overwrites)")
+    atomic_write_text(out, template + "\n", mode=0o644)
+    return out
+
+
 def export_merged(
     adapter: str,
     merged_dir: Path,

@@ -100,3 +100,18 @@ def test_export_names_a_missing_adapter(tmp_path):
     r = medchat("export", "--adapter", "nope", "--merged", str(tmp_path / "out"))
     assert r.returncode == 4 and r.stderr.startswith("medchat: error: no adapter named 'nope'")
     assert not (tmp_path / "out").exists()
+
+
+def test_export_chat_template_writes_the_adapters_prompt_style(fake_adapter, tmp_path):
+    (fake_adapter / "medchat.json").write_text(json.dumps({"prompt_style": "r1-medical"}))
+    target = tmp_path / "r1.jinja"
+    r = medchat("export", "--adapter", str(fake_adapter), "--chat-template", str(target))
+    assert r.returncode == 0 and r.stdout.strip() == str(target)
+    assert "### Question:" in target.read_text() and "<think>" in target.read_text()
+    again = medchat("export", "--adapter", str(fake_adapter), "--chat-template", str(target))
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_export_needs_something_to_export(fake_adapter):
+    r = medchat("export", "--adapter", str(fake_adapter))
+    assert r.returncode == 2 and "--merged DIR and/or --chat-template FILE" in r.stderr
