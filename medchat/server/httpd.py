@@ -163,6 +163,7 @@ class ChatHandler(BaseHTTPRequestHandler):
     server: ChatServer
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # small SSE writes must leave at once
+    timeout = 300  # seconds a socket read or write may block: idle keep-alive connections are closed
     server_version = "medchat"
 
     # -- routing --------------------------------------------------------------------------------
@@ -194,6 +195,8 @@ class ChatHandler(BaseHTTPRequestHandler):
         }
         try:
             body = self._read_body()
+            if path.startswith("/v1/models/"):
+                routes[path] = {"GET": lambda _b, name=path[len("/v1/models/"):]: self._model(name)}
             if path not in routes:
                 raise ApiError(404, f"no route {path}; see /v1/chat/completions, /v1/models, /health", code="not_found")
             handler = routes[path].get(method)
@@ -251,6 +254,16 @@ class ChatHandler(BaseHTTPRequestHandler):
 
     def _models(self, _body: bytes) -> None:
         self._send_json(200, self.server.models.listing())
+
+    def _model(self, name: str) -> None:
+        from urllib.parse import unquote
+
+        name = unquote(name)
+        for entry in self.server.models.listing()["data"]:
+            if entry["id"] == name:
+                self._send_json(200, entry)
+                return
+        raise ApiError(404, f"the model '{name}' does not exist", param="model", code="model_not_found")
 
     # -- chat completions -----------------------------------------------------------------------
     def _chat(self, body: bytes) -> None:

@@ -57,6 +57,13 @@ def test_models_and_health(fake_server_url):
         assert resp.status == 200 and json.load(resp)["status"] == "ok"
 
 
+def test_retrieve_one_model(fake_server_url):
+    api = client(fake_server_url)
+    assert api.models.retrieve("fake-model").id == "fake-model"
+    with pytest.raises(openai.NotFoundError):
+        api.models.retrieve("gpt-9")
+
+
 def test_sampling_fields_reach_the_backend_as_generation_settings(fake_server, monkeypatch):
     seen = []
     original = fake_server.backend.stream
