@@ -39,6 +39,18 @@ def check_target(out_dir: Path) -> Path:
     return out
 
 
+def sixteen_bit_original(source: str) -> str:
+    """A pre-quantized hub build -> the 16-bit original it was made from (same owner):
+    ``unsloth/DeepSeek-R1-Distill-Llama-8B-unsloth-bnb-4bit`` -> ``unsloth/DeepSeek-R1-Distill-Llama-8B``.
+    Local folders and other ids are returned unchanged."""
+    if Path(source).exists():
+        return source
+    for suffix in ("-unsloth-bnb-4bit", "-bnb-4bit"):
+        if source.endswith(suffix):
+            return source[: -len(suffix)]
+    return source
+
+
 def chat_template_for_style(style_name: str) -> str | None:
     """A Jinja chat template that renders a plain prompt style exactly like medchat does, so servers
     that format chat requests with the tokenizer's template (vLLM) ask the model the way it was trained.
@@ -113,9 +125,17 @@ def export_merged(
 
     device = pick_device(device)
     resolved = resolve_model(base_spec, device=device, offline=offline, progress=say, fallback=False)
+    if (original := sixteen_bit_original(resolved.source)) != resolved.source:
+        say(f"merging into the 16-bit {original}, not the 4-bit build {resolved.source}")
+        resolved = resolve_model(original, device=device, offline=offline, progress=say, fallback=False)
     check_adapter_base(adapter_path, resolved)
     say(f"loading {resolved.name} in 16-bit on {device}")
     base, tokenizer = load_hf_model(resolved, device=device, dtype=dtype, quantize="none")
+    if getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False):
+        raise UsageError(
+            f"{resolved.name} is a quantized checkpoint; merging into quantized weights loses the fine-tune. "
+            "Pass --model with the 16-bit base model"
+        )
 
     from peft import PeftModel
 

@@ -110,3 +110,14 @@ def test_chat_template_style_keeps_the_tokenizer_template():
     from medchat.export import chat_template_for_style
 
     assert chat_template_for_style("chat_template") is None
+
+
+@pytest.mark.parametrize("given,expected", [
+    ("unsloth/DeepSeek-R1-Distill-Llama-8B-unsloth-bnb-4bit", "unsloth/DeepSeek-R1-Distill-Llama-8B"),
+    ("unsloth/Llama-3.2-3B-Instruct-bnb-4bit", "unsloth/Llama-3.2-3B-Instruct"),
+    ("deepseek-ai/DeepSeek-R1-Distill-Llama-8B", "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"),
+])
+def test_export_merges_into_the_16_bit_original_of_a_4_bit_build(given, expected):
+    from medchat.export import sixteen_bit_original
+
+    assert sixteen_bit_original(given) == expected
