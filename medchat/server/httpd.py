@@ -403,15 +403,26 @@ class ChatHandler(BaseHTTPRequestHandler):
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream; charset=utf-8")
             self.send_header("Cache-Control", "no-cache")
-            self.send_header("Transfer-Encoding", "chunked")
+            if self._chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:  # HTTP/1.0 has no chunked encoding: the stream ends when the connection closes
+                self.close_connection = True
+                self.send_header("Connection", "close")
             self.end_headers()
         except OSError as exc:
             raise ClientGone() from exc
         self._headers_sent = True
 
+    @property
+    def _chunked(self) -> bool:
+        return self.request_version != "HTTP/1.0"
+
     def _write_chunk(self, data: bytes) -> None:
+        """One piece of the response body; ``b""`` ends it."""
+        if self._chunked:
+            data = b"%x\r\n%s\r\n" % (len(data), data) if data else b"0\r\n\r\n"
         try:
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if data else b"0\r\n\r\n")
+            self.wfile.write(data)
         except OSError as exc:
             self.close_connection = True
             raise ClientGone() from exc

@@ -142,3 +142,19 @@ def test_missing_key_is_401_in_openai_shape():
 def test_server_still_answers_after_all_bad_requests(server):
     status, _, payload = request(server, "POST", "/v1/chat/completions", chat())
     assert status == 200 and payload["choices"][0]["message"]["content"] == "The answer is 42."
+
+
+def test_http_1_0_client_gets_a_stream_that_ends_with_the_connection(server):
+    body = chat(stream=True)
+    with socket.create_connection(server.server_address[:2], timeout=5) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.0\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head, _, stream = reply.decode().partition("\r\n\r\n")
+    assert " 200 " in head.splitlines()[0] and "chunked" not in head.lower()
+    events = [line[6:] for line in stream.split("\n\n") if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    text = "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1])
+    assert text == "The answer is 42."
