@@ -296,6 +296,10 @@ class ChatHandler(BaseHTTPRequestHandler):
                 messages = request.messages
                 if server.config.system_prompt and not any(m.role == "system" for m in messages):
                     messages = (Message("system", server.config.system_prompt), *messages)
+                if server.backend.info.context_length:  # counted under the gate: tokenizers are not thread-safe
+                    request = protocol.fit_context(
+                        request, server.backend.count_tokens(messages), server.backend.info.context_length
+                    )
                 events = stream_events(
                     server.backend, messages, request.generation, cancel,
                     continue_final=request.continue_final,

@@ -64,6 +64,7 @@ class ChatRequest:
     include_usage: bool = False
     stop: tuple[str, ...] = ()
     continue_final: bool = False
+    max_tokens_given: bool = False  # False: the server's default budget, which may shrink to fit
 
 
 @dataclass
@@ -276,11 +277,39 @@ def parse_chat_request(
         include_usage=include_usage,
         stop=_stops(body.get("stop")),
         continue_final=continue_final,
+        max_tokens_given="max_new_tokens" in changes,
     )
 
 
 # ---------------------------------------------------------------------------------------------
 # Responses
+
+def fit_context(request: ChatRequest, prompt_tokens: int, context_length: int) -> ChatRequest:
+    """Check the prompt and the token budget against the model's context window (0 = unknown)."""
+    if not context_length or not prompt_tokens:
+        return request
+    budget = request.generation.max_new_tokens
+    if prompt_tokens >= context_length:
+        raise ApiError(
+            400,
+            f"the prompt is {prompt_tokens} tokens, but the model's context window is {context_length}; "
+            "send fewer or shorter messages",
+            param="messages",
+            code="context_length_exceeded",
+        )
+    room = context_length - prompt_tokens
+    if budget <= room:
+        return request
+    if request.max_tokens_given:
+        raise ApiError(
+            400,
+            f"the prompt ({prompt_tokens} tokens) plus max_tokens ({budget}) exceeds the model's context "
+            f"window ({context_length}); ask for at most {room}",
+            param="max_tokens",
+            code="context_length_exceeded",
+        )
+    return dataclasses.replace(request, generation=dataclasses.replace(request.generation, max_new_tokens=room))
+
 
 def completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"

@@ -158,3 +158,19 @@ def test_http_1_0_client_gets_a_stream_that_ends_with_the_connection(server):
     assert events[-1] == "[DONE]"
     text = "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1])
     assert text == "The answer is 42."
+
+
+def test_prompt_longer_than_the_context_window_is_400_and_the_default_budget_shrinks_to_fit():
+    backend = RepeatingFakeBackend()
+    backend.info = type(backend.info)(**{**backend.info.__dict__, "context_length": 50})
+    seen = []
+    original = backend.stream
+    backend.stream = lambda m, s, c, continue_final=False: (seen.append(s), original(m, s, c, continue_final))[1]
+    with serve_in_thread(backend, config=ServerConfig()) as srv:
+        long_prompt = [{"role": "user", "content": "word " * 60}]
+        status, _, payload = request(srv, "POST", "/v1/chat/completions", chat(messages=long_prompt))
+        assert status == 400 and payload["error"]["code"] == "context_length_exceeded"
+        status, _, payload = request(srv, "POST", "/v1/chat/completions", chat(max_tokens=49))
+        assert status == 400 and payload["error"]["param"] == "max_tokens"
+        status, _, _ = request(srv, "POST", "/v1/chat/completions", chat())  # default budget 1200
+        assert status == 200 and seen[-1].max_new_tokens == 50 - 5  # FakeBackend counts "hi" as 5 tokens
