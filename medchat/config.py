@@ -172,6 +172,12 @@ class Settings:
     backend: Literal["auto", "unsloth", "hf"] = doc(
         "'unsloth' (CUDA + unsloth installed), 'hf' (transformers + peft, any device) or 'auto'.", "auto"
     )
+    decoder: Literal["auto", "fast", "generate"] = doc(
+        "Decode loop of local hf models: 'fast' = medchat's own (fused weights, static KV cache; on CUDA "
+        "int4 weights and CUDA graphs; Llama/Mistral/Qwen2/Qwen3 models), 'generate' = transformers' "
+        "generate(), 'auto' = fast where it applies. The 'unsloth' backend always uses generate().",
+        "auto",
+    )
     device: Literal["auto", "cpu", "cuda"] = doc("Where the model runs.", "auto")
     quantize: Literal["auto", "4bit", "none"] = doc(
         "'4bit' loads weights with bitsandbytes NF4; 'auto' = 4bit on CUDA, none on CPU.", "auto"

@@ -16,6 +16,7 @@ MODEL_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--model", "model", str, "Base model: auto, a catalogue name, hub id, folder or .gguf file."),
     ("--adapter", "adapter", str, "LoRA adapter: a name from `medchat adapters list`, or a folder."),
     ("--backend", "backend", click.Choice(["auto", "unsloth", "hf"]), "Generation backend."),
+    ("--decoder", "decoder", click.Choice(["auto", "fast", "generate"]), "Decode loop (fast: medchat's own)."),
     ("--device", "device", click.Choice(["auto", "cpu", "cuda"]), "Where the model runs."),
     ("--quantize", "quantize", click.Choice(["auto", "4bit", "none"]), "4-bit weights (bitsandbytes)."),
     ("--dtype", "dtype", click.Choice(["auto", "bfloat16", "float16", "float32"]), "Compute dtype."),

@@ -43,8 +43,14 @@ class FastPathUnavailable(Exception):
     """This model or machine cannot use the fast path; the message says why (for the status)."""
 
 
+def _unwrap(model: Any) -> Any:
+    """The transformers model inside a PEFT wrapper (LoRA layers stay in place and are merged here)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def unsupported_reason(model: Any, quantize: Quantize = "none") -> str | None:
     """Why ``model`` cannot go through FastDecoder, or None when it can. Touches nothing."""
+    model = _unwrap(model)
     cfg = getattr(model, "config", None)
     mtype = getattr(cfg, "model_type", "")
     if mtype not in SUPPORTED_TYPES:
@@ -59,16 +65,15 @@ def unsupported_reason(model: Any, quantize: Quantize = "none") -> str | None:
     inner = getattr(model, "model", None)
     if inner is None or not hasattr(inner, "layers") or not hasattr(model, "lm_head"):
         return "unexpected module layout"
-    if hasattr(model, "peft_config"):
-        return "merge the LoRA adapter first (merge_adapter)"
     for name, module in model.named_modules():
-        cls = type(module).__name__
-        if "Linear4bit" in cls or "Linear8bit" in cls or getattr(module, "quant_state", None) is not None:
-            return f"{name} is bitsandbytes-quantised; the fast path needs plain weights"
+        if "Linear8bit" in type(module).__name__:
+            return f"{name} is 8-bit quantised; not supported"
+        if any(getattr(module, "use_dora", {}).values()):
+            return "DoRA adapters are not supported"
     if quantize == "int4":
         import torch
 
-        if model.lm_head.weight.device.type != "cuda" and not torch.cuda.is_available():
+        if not torch.cuda.is_available():
             return "int4 weights need CUDA"
         try:
             import torchao  # noqa: F401
@@ -78,7 +83,8 @@ def unsupported_reason(model: Any, quantize: Quantize = "none") -> str | None:
 
 
 def merge_adapter(model: Any) -> Any:
-    """Fold a PEFT LoRA adapter into the base weights; returns the plain model."""
+    """Fold a PEFT LoRA adapter into the base weights; returns the plain model. (FastDecoder also
+    accepts the PEFT model as it is and merges while it fuses, once, without an extra copy.)"""
     if hasattr(model, "merge_and_unload"):
         return model.merge_and_unload()
     return model
@@ -135,44 +141,52 @@ def _mm(x, weight, scale_and_zero, bias, spec: tuple[int, bool, int]):
     return y + bias if bias is not None else y
 
 
-def _rms(x, w, eps: float):
-    """LlamaRMSNorm, op for op (so that results match transformers' bit for bit)."""
+def _rms(x, w, eps: float, fused: bool = False):
+    """LlamaRMSNorm: op for op like transformers (same bits), or torch's one-kernel version (CUDA)."""
     import torch
 
+    if fused:
+        return torch.nn.functional.rms_norm(x, (x.shape[-1],), w, eps)
     dtype = x.dtype
     h = x.to(torch.float32)
     h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
     return w * h.to(dtype)
 
 
-def _rope(x, cos, sin):
+def _rope(x, cos, sin, fused: bool = False):
+    """Rotary embedding. ``fused``: ``sin`` comes with its first half negated, saving two kernels."""
     import torch
 
     half = x.shape[-1] // 2
+    if fused:
+        return torch.addcmul(x * cos, torch.cat((x[..., half:], x[..., :half]), dim=-1), sin)
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
 def _pre_attention(x, ln, qkv_w, qkv_sz, qkv_b, q_norm, k_norm, cos, sin, dims: tuple):
     """Norm, fused q/k/v projection, q/k norms (Qwen3), rotary embedding -> q [T,nq,hd], k, v [T,nkv,hd]."""
-    nq, nkv, hd, eps, qkv_spec = dims
+    nq, nkv, hd, eps, qkv_spec, fused = dims
     T = x.shape[0]
-    qkv = _mm(_rms(x, ln, eps), qkv_w, qkv_sz, qkv_b, qkv_spec)
+    qkv = _mm(_rms(x, ln, eps, fused), qkv_w, qkv_sz, qkv_b, qkv_spec)
+    v = qkv[:, (nq + nkv) * hd :].view(T, nkv, hd)
+    if q_norm is None and fused:  # one rotary pass over q and k together
+        qk = _rope(qkv[:, : (nq + nkv) * hd].view(T, nq + nkv, hd), cos, sin, True)
+        return qk[:, :nq], qk[:, nq:], v
     q = qkv[:, : nq * hd].view(T, nq, hd)
     k = qkv[:, nq * hd : (nq + nkv) * hd].view(T, nkv, hd)
-    v = qkv[:, (nq + nkv) * hd :].view(T, nkv, hd)
     if q_norm is not None:
-        q = _rms(q, q_norm, eps)
-        k = _rms(k, k_norm, eps)
-    return _rope(q, cos, sin), _rope(k, cos, sin), v
+        q = _rms(q, q_norm, eps, fused)
+        k = _rms(k, k_norm, eps, fused)
+    return _rope(q, cos, sin, fused), _rope(k, cos, sin, fused), v
 
 
 def _post_attention(x, att, o_w, o_sz, o_b, ln, gu_w, gu_sz, gu_b, d_w, d_sz, d_b, dims: tuple):
     """Output projection + residual, norm, SwiGLU MLP + residual."""
     import torch
 
-    eps, o_spec, gu_spec, d_spec = dims
+    eps, o_spec, gu_spec, d_spec, fused = dims
     x = x + _mm(att, o_w, o_sz, o_b, o_spec)
-    gu = _mm(_rms(x, ln, eps), gu_w, gu_sz, gu_b, gu_spec)
+    gu = _mm(_rms(x, ln, eps, fused), gu_w, gu_sz, gu_b, gu_spec)
     g, u = gu.chunk(2, dim=-1)
     return x + _mm(torch.nn.functional.silu(g) * u, d_w, d_sz, d_b, d_spec)
 
@@ -193,20 +207,46 @@ class _Layer:
     k_norm: "torch.Tensor | None"
 
 
-def _take(linears: Sequence[Any]) -> tuple["torch.Tensor", "torch.Tensor | None"]:
-    """Concatenate the weights (and biases) of ``linears`` and release the originals."""
+def _dense(module: Any, device: Any) -> tuple["torch.Tensor", "torch.Tensor | None"]:
+    """The effective weight and bias of a linear layer on ``device``: a bitsandbytes 4-bit weight
+    is dequantised, and active LoRA adapters are added in (W + scale * B @ A, as PEFT merges)."""
+    base = getattr(module, "base_layer", module)
+    w = base.weight
+    if getattr(w, "quant_state", None) is not None:  # bitsandbytes Params4bit
+        import bitsandbytes.functional as bnbf
+
+        weight = bnbf.dequantize_4bit(w.data, w.quant_state).to(w.quant_state.dtype)
+    else:
+        weight = w.data
+    weight = weight.to(device)
+    if base is not module and not getattr(module, "disable_adapters", False) and not getattr(module, "merged", False):
+        for name in module.active_adapters:
+            if name in module.lora_A:
+                weight = weight + module.get_delta_weight(name).to(device=device, dtype=weight.dtype)
+    bias = base.bias.data.to(device) if getattr(base, "bias", None) is not None else None
+    return weight, bias
+
+
+def _release(module: Any) -> None:
+    """Drop a layer's weights once they are fused (the source model is not used afterwards)."""
     import torch
 
-    weight = torch.cat([m.weight.data for m in linears], 0) if len(linears) > 1 else linears[0].weight.data
-    biases = [m.bias.data if m.bias is not None else None for m in linears]
+    base = getattr(module, "base_layer", module)
+    base.weight = torch.nn.Parameter(torch.empty(0, device=base.weight.device), False)
+
+
+def _take(linears: Sequence[Any], device: Any) -> tuple["torch.Tensor", "torch.Tensor | None"]:
+    """Concatenate the effective weights (and biases) of ``linears`` on ``device``; release them."""
+    import torch
+
+    parts = [_dense(m, device) for m in linears]
+    weight = torch.cat([w for w, _ in parts], 0) if len(parts) > 1 else parts[0][0]
     bias = None
-    if any(b is not None for b in biases):
-        bias = torch.cat(
-            [b if b is not None else torch.zeros(m.out_features, dtype=weight.dtype, device=weight.device)
-             for b, m in zip(biases, linears)]
-        )
-    for m in linears:  # the source model no longer owns these weights
-        m.weight = torch.nn.Parameter(torch.empty(0, dtype=weight.dtype, device=weight.device), False)
+    if any(b is not None for _, b in parts):
+        bias = torch.cat([b if b is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=device)
+                          for w, b in parts])
+    for m in linears:
+        _release(m)
     return weight, bias
 
 
@@ -225,19 +265,27 @@ class FastDecoder:
         cuda_graphs: bool | None = None,
         compile: bool = False,
         max_context: int | None = None,
+        device: Any = None,
+        fused_ops: bool | None = None,
     ) -> None:
         import torch
 
         reason = unsupported_reason(model, quantize)
         if reason:
             raise FastPathUnavailable(reason)
+        model = _unwrap(model)
         cfg = model.config
         inner = model.model
-        self.device = inner.embed_tokens.weight.device
+        # weights move to ``device`` one matrix at a time: a model loaded on the CPU reaches the GPU
+        # already quantised, so GPU memory never holds the 16-bit copy
+        self.device = torch.device(device) if device is not None else inner.embed_tokens.weight.device
         if quantize == "int4" and self.device.type != "cuda":
-            model.to("cuda")
-            self.device = inner.embed_tokens.weight.device
+            self.device = torch.device("cuda")
         self.dtype = inner.embed_tokens.weight.dtype
+        if self.dtype not in (torch.float32, torch.bfloat16, torch.float16):  # e.g. a 4-bit checkpoint's
+            self.dtype = torch.bfloat16
+        # CUDA: fewer, fused kernels; CPU: transformers' ops exactly (the same greedy tokens)
+        self.fused_ops = self.device.type == "cuda" if fused_ops is None else fused_ops
         self.quantize: Quantize = quantize
         self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
         if self.cuda_graphs and self.device.type != "cuda":
@@ -251,39 +299,38 @@ class FastDecoder:
         limit = getattr(cfg, "max_position_embeddings", 4096) or 4096
         self.max_context = min(limit, max_context) if max_context else limit
 
+        dev = self.device
+
+        def vec(t: Any) -> Any:
+            return t.weight.data.to(dev) if t is not None else None
+
         with torch.no_grad():
-            self.embed = inner.embed_tokens.weight.data
+            head = model.lm_head
+            tied = getattr(head, "base_layer", head).weight.data_ptr() == inner.embed_tokens.weight.data_ptr()
+            self.embed = inner.embed_tokens.weight.data.to(dev, self.dtype)
             self.layers: list[_Layer] = []
             for layer in inner.layers:
                 att, mlp = layer.self_attn, layer.mlp
-                qkv = _Linear(*_take([att.q_proj, att.k_proj, att.v_proj]), quantize)
-                o = _Linear(*_take([att.o_proj]), quantize)
-                gate_up = _Linear(*_take([mlp.gate_proj, mlp.up_proj]), quantize)
-                down = _Linear(*_take([mlp.down_proj]), quantize)
-                qn = getattr(att, "q_norm", None)
-                kn = getattr(att, "k_norm", None)
+                cast = lambda wb: (wb[0].to(self.dtype), wb[1])  # noqa: E731
+                qkv = _Linear(*cast(_take([att.q_proj, att.k_proj, att.v_proj], dev)), quantize)
+                o = _Linear(*cast(_take([att.o_proj], dev)), quantize)
+                gate_up = _Linear(*cast(_take([mlp.gate_proj, mlp.up_proj], dev)), quantize)
+                down = _Linear(*cast(_take([mlp.down_proj], dev)), quantize)
                 self.layers.append(
-                    _Layer(qkv, o, gate_up, down, layer.input_layernorm.weight.data,
-                           layer.post_attention_layernorm.weight.data,
-                           qn.weight.data if qn is not None else None,
-                           kn.weight.data if kn is not None else None)
+                    _Layer(qkv, o, gate_up, down, vec(layer.input_layernorm), vec(layer.post_attention_layernorm),
+                           vec(getattr(att, "q_norm", None)), vec(getattr(att, "k_norm", None)))
                 )
-                if quantize == "int4":
+                if dev.type == "cuda":
                     torch.cuda.empty_cache()
-            self.norm = inner.norm.weight.data
-            head = model.lm_head
-            tied = head.weight.data.data_ptr() == self.embed.data_ptr()
+            self.norm = vec(inner.norm)
             if tied and quantize != "int4":
                 self.lm_head = _Linear(self.embed, None, "none")
             else:
-                w = head.weight.data
-                self.lm_head = _Linear(w, head.bias.data if head.bias is not None else None, quantize)
-                if not tied:
-                    head.weight = torch.nn.Parameter(torch.empty(0, dtype=w.dtype, device=w.device), False)
+                self.lm_head = _Linear(*cast(_take([head], dev)) if not tied else (self.embed, None), quantize)
             self._rotary = inner.rotary_emb
         first = self.layers[0]
-        self._pre_dims = (self.n_heads, self.n_kv, self.head_dim, self.eps, first.qkv.spec())
-        self._post_dims = (self.eps, first.o.spec(), first.gate_up.spec(), first.down.spec())
+        self._pre_dims = (self.n_heads, self.n_kv, self.head_dim, self.eps, first.qkv.spec(), self.fused_ops)
+        self._post_dims = (self.eps, first.o.spec(), first.gate_up.spec(), first.down.spec(), self.fused_ops)
         if any((l.qkv.spec(), l.o.spec(), l.gate_up.spec(), l.down.spec())
                != (first.qkv.spec(), first.o.spec(), first.gate_up.spec(), first.down.spec())
                for l in self.layers):
@@ -344,6 +391,9 @@ class FastDecoder:
             probe = torch.zeros(1, dtype=self.dtype, device=self.device)
             cos, sin = self._rotary(probe, positions)
         self._cos, self._sin = cos[0], sin[0]  # [cap, head_dim]
+        if self.fused_ops:
+            half = self.head_dim // 2
+            self._sin = torch.cat((-self._sin[:, :half], self._sin[:, half:]), dim=-1)
         self._capacity = cap
         self._graphs.clear()  # captured graphs point at the old buffers
 
@@ -360,7 +410,9 @@ class FastDecoder:
         cos = self._cos.index_select(0, positions)[:, None]  # [T, 1, hd]
         sin = self._sin.index_select(0, positions)[:, None]
         keys = torch.arange(attn_len, device=ids.device)
-        mask = torch.where(keys[None] <= positions[:, None], 0.0, float("-inf")).to(torch.float32)  # [T, L]
+        mask = torch.where(keys[None] <= positions[:, None], 0.0, float("-inf"))  # [T, L]
+        if self.fused_ops:  # rows ordered (group, T) like the grouped queries below
+            mask = mask.to(x.dtype).repeat(group, 1)
         cache = self._cache
         for i, layer in enumerate(self.layers):
             q, k, v = pre(x, layer.ln1, *layer.qkv.args(), layer.q_norm, layer.k_norm, cos, sin, self._pre_dims)
@@ -369,14 +421,18 @@ class FastDecoder:
             vc.index_copy_(1, positions, v.transpose(0, 1))
             # grouped-query attention without copying K/V: each KV head's query rows side by side
             qg = q.view(T, nkv, group, hd).permute(1, 2, 0, 3).reshape(nkv, group * T, hd)
-            scores = torch.bmm(qg, kc[:, :attn_len].transpose(1, 2)).view(nkv, group, T, attn_len)
-            scores = scores.to(torch.float32) * self.scale + mask
-            probs = torch.softmax(scores, dim=-1).to(x.dtype).view(nkv, group * T, attn_len)
+            if self.fused_ops:  # scale, mask and q @ k^T in one kernel; softmax accumulates in fp32
+                scores = torch.baddbmm(mask, qg, kc[:, :attn_len].transpose(1, 2), alpha=self.scale)
+                probs = torch.softmax(scores, dim=-1)
+            else:  # transformers' order of operations
+                scores = torch.bmm(qg, kc[:, :attn_len].transpose(1, 2)).view(nkv, group, T, attn_len)
+                scores = scores.to(torch.float32) * self.scale + mask
+                probs = torch.softmax(scores, dim=-1).to(x.dtype).view(nkv, group * T, attn_len)
             att = torch.bmm(probs, vc[:, :attn_len]).view(nkv, group, T, hd)
             att = att.permute(2, 0, 1, 3).reshape(T, nq * hd)
             x = post(x, att, *layer.o.args(), layer.ln2, *layer.gate_up.args(), *layer.down.args(),
                      self._post_dims)
-        x = _rms(x[-1:], self.norm, self.eps)
+        x = _rms(x[-1:], self.norm, self.eps, self.fused_ops)
         return self.lm_head(x)[0].to(torch.float32)
 
     # -- sampling (HF order: repetition penalty, temperature, top-k, top-p) ----------------------

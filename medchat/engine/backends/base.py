@@ -56,6 +56,7 @@ class BackendInfo:
     dtype: str = ""
     quantization: str = ""
     context_length: int = 0
+    decoder: str = ""  # which decode loop runs: medchat's fast path (and how) or transformers' generate
 
 
 class Backend(Protocol):

@@ -379,6 +379,13 @@ def open_local(settings: Settings, say: Say) -> LocalBackend:
     if settings.adapter:
         adapter_path = adapter_store.resolve_adapter(settings.adapter)
         check_adapter_base(adapter_path, resolved)
+    slow_why = "unsloth backend" if settings.backend == "unsloth" else ""
+    if not slow_why:  # medchat's own decode loop where it applies (fastlocal.py), else generate()
+        from medchat.engine.backends.fastlocal import open_fast
+
+        fast, slow_why = open_fast(settings, resolved, device, adapter_path, say)
+        if fast is not None:
+            return fast
     say(f"loading {resolved.name} on {device} ({backend_kind})")
     if backend_kind == "unsloth":
         model, tokenizer = load_unsloth_model(resolved, dtype=settings.dtype, quantize=settings.quantize)
@@ -392,6 +399,7 @@ def open_local(settings: Settings, say: Say) -> LocalBackend:
         dtype=str(getattr(model, "dtype", "")).replace("torch.", ""),
         quantization=quant,
         context_length=int(getattr(model.config, "max_position_embeddings", 0) or 0),
+        decoder="transformers generate" + (f" ({slow_why})" if slow_why else ""),
     )
     backend = LocalBackend(model, tokenizer, resolved, info)
     if adapter_path is not None:
