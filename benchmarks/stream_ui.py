@@ -10,7 +10,11 @@ streams them into its panes. Printed:
 * UI cost per token: UI-thread CPU time per displayed token, over reasoning tokens 0-2k (around 1k)
   versus 18k-20k (around 20k). Goal: the late cost is at most 1.2x the early cost (no O(n^2)).
 
+With ``--model smollm2`` (or any model medchat can load) it instead measures a real model: the same
+greedy reply generated alone and inside the headless chat app, alternately, reporting decode tok/s.
+
 Run:  .venv/bin/python benchmarks/stream_ui.py [--runs 3] [--reasoning-tokens 20000]
+      .venv/bin/python benchmarks/stream_ui.py --model smollm2 [--runs 5] [--max-new-tokens 64]
 """
 
 from __future__ import annotations
@@ -121,6 +125,46 @@ async def with_ui(chunks: list[str], reasoning_tokens: int, delay: float = 0.0) 
     }
 
 
+def real_model(model: str, runs: int, max_new_tokens: int) -> None:
+    """Decode speed of a real model alone vs inside the chat app (same greedy reply, alternating)."""
+    from medchat.engine.backends import open_backend
+
+    gen = GenerationSettings(max_new_tokens=max_new_tokens, temperature=0.0)
+    settings = Settings(model=model, history=False, generation=gen)
+    backend = open_backend(settings, lambda line: print("  " + line, file=sys.stderr))
+    question = "What is hypertension and how is it treated?"
+
+    def alone() -> float:
+        result: list = []
+        thread = threading.Thread(target=lambda: result.extend(ChatSession(backend, gen).send(question)))
+        thread.start()
+        thread.join()
+        return result[-1].stats.tok_per_s
+
+    async def in_app() -> float:
+        app = make_app(settings, lambda s, p: backend)
+        async with app.run_test(size=(120, 40)) as pilot:
+            while getattr(app.screen, "session", None) is None:
+                await asyncio.sleep(0.01)
+            prompt = app.screen.query_one("#prompt")
+            prompt.text = question
+            prompt.focus()
+            await pilot.press("enter")
+            while not list(app.screen.query(TurnView)) or app.chat.generating_turn is not None:
+                await asyncio.sleep(0.05)
+            return app.chat.session.turns[-1].stats.tok_per_s
+
+    alone()  # warm-up
+    a, u = [], []
+    for _ in range(runs):
+        a.append(alone())
+        u.append(asyncio.run(in_app()))
+    print(f"model {backend.info.model} on {backend.info.device}, {max_new_tokens} tokens greedy, {runs} runs each")
+    print(f"alone:      median {statistics.median(a):6.2f} tok/s  {['%.2f' % x for x in a]}")
+    print(f"in the app: median {statistics.median(u):6.2f} tok/s  {['%.2f' % x for x in u]}")
+    print(f"UI slowdown of generation: {100 * (statistics.median(a) / statistics.median(u) - 1):+.1f} %  (goal <= 5 %)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -128,8 +172,13 @@ def main() -> None:
     parser.add_argument("--answer-tokens", type=int, default=1_000)
     parser.add_argument("--pace", type=float, default=2000.0,
                         help="tokens/s of the paced run that measures UI cost per token (default 2000)")
+    parser.add_argument("--model", help="measure this real model instead of the scripted burst")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
     args = parser.parse_args()
     tune_interpreter()  # as `medchat chat` does
+    if args.model:
+        real_model(args.model, args.runs, args.max_new_tokens)
+        return
     chunks = script(args.reasoning_tokens, args.answer_tokens)
     total = args.reasoning_tokens + args.answer_tokens
     r = args.reasoning_tokens

@@ -39,7 +39,7 @@ class StatusBar(Static):
         device = info.device
         if info.dtype:
             device += f" {info.dtype}"
-        if info.quantization:
+        if info.quantization and info.quantization != "none":
             device += f" {info.quantization}"
         self.device = device
         self.context_length = info.context_length
