@@ -358,7 +358,7 @@ class ChatHandler(BaseHTTPRequestHandler):
         for event in events:
             if isinstance(event, ReasoningDelta):
                 if not stop.stopped:
-                    send({"reasoning_content": event.text})
+                    send(protocol.reasoning_fields(event.text))
             elif isinstance(event, AnswerDelta):
                 text = stop.feed(event.text)
                 if text:

@@ -1,7 +1,8 @@
 """The OpenAI chat-completions wire format: validate a request, build responses and error bodies.
 
 Pure functions, no sockets, so every rule here is unit-testable. Field names follow the OpenAI API;
-reasoning travels in ``reasoning_content`` (the schema of vLLM's deepseek_r1 reasoning parser).
+reasoning travels in ``reasoning_content`` (the schema of vLLM's deepseek_r1 reasoning parser), mirrored
+in ``reasoning`` (the name newer vLLM releases use).
 """
 
 from __future__ import annotations
@@ -328,6 +329,13 @@ def usage(stats: GenerationStats) -> dict[str, Any]:
     }
 
 
+def reasoning_fields(text: str | None) -> dict[str, Any]:
+    """Reasoning under both names clients read: ``reasoning_content`` (DeepSeek, vLLM's deepseek_r1
+    parser until late 2025, most clients) and ``reasoning`` (vLLM since then, OpenRouter). Clients read
+    one of them (``reasoning_content ?? reasoning``), never both."""
+    return {"reasoning_content": text, "reasoning": text}
+
+
 def chunk(cid: str, created: int, model: str, delta: dict[str, Any], finish_reason: str | None = None) -> dict:
     return {
         "id": cid,
@@ -360,11 +368,7 @@ def completion(
         "choices": [
             {
                 "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": answer,
-                    "reasoning_content": reasoning or None,
-                },
+                "message": {"role": "assistant", "content": answer, **reasoning_fields(reasoning or None)},
                 "logprobs": None,
                 "finish_reason": finish_reason,
             }

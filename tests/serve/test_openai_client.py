@@ -25,6 +25,7 @@ def test_non_streaming_puts_reasoning_and_answer_in_their_own_fields(fake_server
     message = reply.choices[0].message
     assert message.content == ANSWER
     assert message.reasoning_content == REASONING
+    assert message.reasoning == REASONING  # the newer vLLM name, for clients that read that one
     assert reply.choices[0].finish_reason == "stop"
     assert reply.object == "chat.completion"
     assert reply.usage.completion_tokens == 6
@@ -42,6 +43,7 @@ def test_streaming_deltas_carry_reasoning_content_then_content(fake_server_url):
     reasoning = "".join(getattr(d, "reasoning_content", None) or "" for d in deltas)
     answer = "".join(d.content or "" for d in deltas)
     assert (reasoning, answer) == (REASONING, ANSWER)
+    assert "".join(getattr(d, "reasoning", None) or "" for d in deltas) == REASONING
     # Reasoning strictly before the answer; no delta mixes the two fields.
     kinds = [("r" if getattr(d, "reasoning_content", None) else "a") for d in deltas if d.content or getattr(d, "reasoning_content", None)]
     assert kinds == sorted(kinds, reverse=True)
