@@ -155,7 +155,9 @@ if "fast-bf16" in WANT:
     fd = FastDecoder(merge_adapter(model), quantize="none", cuda_graphs=False)
     del model
     build_s = time.time() - t0
-    combos = ((False, False), (True, False), (True, True)) if DEV == "cuda" else ((False, False),)
+    combos = ((False, False), (True, False)) if DEV == "cuda" else ((False, False),)
+    if "compile" in WANT:
+        combos += ((True, True),)
     for graphs, comp in combos:
         try:
             fd.cuda_graphs = graphs
@@ -189,7 +191,7 @@ if "fast-int4" in WANT and DEV == "cuda":
     del model
     torch.cuda.empty_cache()
     build_s = time.time() - t0
-    for comp in (False, True):
+    for comp in (False, True) if "compile" in WANT else (False,):
         try:
             if comp:
                 from medchat.engine import fastdecode as F
