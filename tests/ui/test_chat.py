@@ -215,6 +215,8 @@ async def test_adapter_switch_and_refusal():
         assert backend.info.adapter == "med"  # refused: the previous adapter stays
         messages = [n.message for n in app._notifications]
         assert any("trained for meta-llama/Llama-3.2-1B" in m and "Still using med" in m for m in messages)
+        refusal = app.chat.query(".divider.error").last()
+        assert "Adapter not switched" in str(refusal.render()) and "Still using med" in str(refusal.render())
         # And back to the bare base model.
         await pilot.press("f2")
         await until(pilot, lambda: app.screen.__class__.__name__ == "AdapterPicker")

@@ -430,8 +430,8 @@ class ChatScreen(Screen):
         if action == "continue_reply":
             can = ready and bool(self.session.turns) and self.session.turns[-1].can_continue
             return (None if busy else True) if can else False
-        if action in ("new_chat", "pick_adapter", "copy_last", "toggle_reasoning"):
-            return True if ready else None
+        if action in ("new_chat", "pick_adapter", "copy_last", "toggle_reasoning", "history"):
+            return True if ready else (False if self.load_error else None)
         return True
 
     def action_stop(self) -> None:
@@ -542,11 +542,15 @@ class ChatScreen(Screen):
         self.transcript.scroll_end(animate=False)
         self.notify(f"Now using {what}.", timeout=3)
 
-    def on_adapter_failed(self, message: AdapterFailed) -> None:
+    async def on_adapter_failed(self, message: AdapterFailed) -> None:
         self.switching_adapter = False
         self.status.show_info(self.backend.info)
         self.status.state = "ready"
         still = self.backend.info.adapter or "the base model"
+        text = f"Adapter not switched: {message.error}. Still using {still}."
+        # In the transcript too: a toast is short-lived and may cut a long reason.
+        await self.transcript.mount(Static(text, classes="divider error", markup=False))
+        self.transcript.scroll_end(animate=False)
         self.notify(f"{message.error}\nStill using {still}.", title="Adapter not switched", severity="error", timeout=10)
 
     # -- history browser ------------------------------------------------------------------------
