@@ -77,6 +77,7 @@ class ChatServer(ThreadingHTTPServer):
         self._cancels: set[threading.Event] = set()
         self._cancels_lock = threading.Lock()
         self.stopping = False
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, ChatHandler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -90,7 +91,7 @@ class ChatServer(ThreadingHTTPServer):
     @property
     def base_url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"http://[{host}]:{port}/v1" if ":" in host else f"http://{host}:{port}/v1"
 
     def track(self, cancel: threading.Event, add: bool) -> None:
         with self._cancels_lock:
