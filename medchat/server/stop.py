@@ -24,9 +24,11 @@ class StopMatcher:
         if not self.stops:
             return text
         self._buf += text
-        hits = [i for i in (self._buf.find(s) for s in self.stops) if i >= 0]
+        # The stop that a token-by-token reader would see first: the one that is complete earliest.
+        hits = [(i + len(s), i) for s in self.stops if (i := self._buf.find(s)) >= 0]
         if hits:
-            out, self._buf, self.stopped = self._buf[: min(hits)], "", True
+            _end, start = min(hits)
+            out, self._buf, self.stopped = self._buf[:start], "", True
             return out
         # Keep the longest tail that is still the beginning of some stop string.
         keep = 0

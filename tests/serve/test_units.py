@@ -31,7 +31,7 @@ def test_stop_matcher(stops, chunks, expected):
     assert run_stop(stops, chunks) == expected
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(text=st.text(alphabet="abS T\nOP", max_size=40),
        stops=st.lists(st.text(alphabet="abST\nOP", min_size=1, max_size=4), max_size=3),
        cuts=st.lists(st.integers(min_value=0, max_value=40), max_size=6))
@@ -40,8 +40,8 @@ def test_stop_matcher_is_independent_of_chunking(text, stops, cuts):
     chunks = [text[a:b] for a, b in zip([0, *points], [*points, len(text)])]
     whole = run_stop(stops, [text])
     assert run_stop(stops, chunks) == whole
-    hits = [text.find(s) for s in stops if s in text]
-    assert whole == ((text[: min(hits)], True) if hits else (text, False))
+    hits = [(text.find(s) + len(s), text.find(s)) for s in stops if s in text]  # earliest complete stop
+    assert whole == ((text[: min(hits)[1]], True) if hits else (text, False))
 
 
 def test_gate_serves_in_arrival_order_and_skips_those_who_left():
@@ -121,3 +121,37 @@ def test_export_merges_into_the_16_bit_original_of_a_4_bit_build(given, expected
     from medchat.export import sixteen_bit_original
 
     assert sixteen_bit_original(given) == expected
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+FIELDS = ["model", "messages", "stream", "stream_options", "temperature", "top_p", "top_k", "max_tokens",
+          "max_completion_tokens", "seed", "stop", "n", "tools", "logprobs", "response_format",
+          "continue_final_message", "presence_penalty", "repetition_penalty"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.dictionaries(st.sampled_from(FIELDS), JSON, max_size=6),
+       messages=st.one_of(st.none(), st.lists(st.dictionaries(st.sampled_from(["role", "content"]),
+                                                               st.sampled_from(["user", "robot", "assistant"]) | JSON,
+                                                               max_size=2), max_size=3)))
+def test_any_json_request_is_accepted_or_refused_with_a_4xx(body, messages):
+    """Whatever a client sends, validation answers a ChatRequest or an ApiError (4xx), never a crash."""
+    import json as _json
+
+    from medchat.config import GenerationSettings
+    from medchat.server.protocol import ApiError, ModelTable, parse_chat_request
+
+    if messages is not None:
+        body["messages"] = messages
+    raw = _json.dumps(body).encode()
+    try:
+        request = parse_chat_request(raw, ModelTable({"m": None}, "m"), GenerationSettings(), 4096)
+    except ApiError as err:
+        assert 400 <= err.status < 500 and err.message
+        return
+    request.generation.validate()
+    assert request.messages and 1 <= request.generation.max_new_tokens <= 4096
