@@ -18,7 +18,10 @@ def open_backend(settings: "Settings", progress: Callable[[str], None] | None = 
     if settings.endpoint:
         from medchat.engine.backends.endpoint import EndpointBackend
 
-        return EndpointBackend(settings.endpoint, api_key=settings.api_key, model=settings.model)
+        backend = EndpointBackend(settings.endpoint, api_key=settings.api_key, model=settings.model)
+        if settings.adapter:  # a LoRA module the server serves under its own model name
+            backend.set_adapter(settings.adapter)
+        return backend
     from medchat.engine.backends.local import open_local
 
     return open_local(settings, say)

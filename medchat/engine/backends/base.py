@@ -20,7 +20,11 @@ class Message:
 
 @dataclass(frozen=True)
 class PromptReady:
-    """First item of a stream: the rendered prompt's size, and whether it pre-fills ``<think>``."""
+    """First item of a stream: the rendered prompt's size, and whether it pre-fills ``<think>``.
+
+    A remote endpoint learns the prompt size only at the end, so it may send a second one, just
+    before ``Finished``, carrying the count; consumers keep the last count they saw.
+    """
 
     prompt_tokens: int
     opens_in_reasoning: bool = False
