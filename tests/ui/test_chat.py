@@ -354,3 +354,19 @@ def test_run_chat_raises_the_load_error(monkeypatch):
     monkeypatch.setattr(app_module, "MedchatApp", Quick)
     with pytest.raises(ModelUnavailable):
         app_module.run_chat(Settings())
+
+
+async def test_long_reasoning_streams_in_chunks_and_renders_exactly():
+    paragraphs = [f"Paragraph {i}: " + "word " * 80 + "\n\n" for i in range(60)]
+    backend = FakeBackend([["<think>"] + paragraphs + ["</think>", "Short answer."]])
+    app = app_with(backend)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await ask(pilot, "q")
+        await idle(pilot)
+        (view,) = turns(app)
+        body = view.reasoning_md
+        assert len(body.chunks) > 5  # closed chunks stay laid out; only the last one streams
+        assert body.source == "".join(paragraphs)
+        assert "".join(chunk.source for chunk in body.chunks) == body.source
+        assert view.answer_md.source == "Short answer."

@@ -40,3 +40,17 @@ def test_pacer_spaces_takes_by_the_cost_of_drawing():
     assert pacer.interval == 0.5
     pacer.reset()
     assert pacer.wait() == 0
+
+
+def test_markdown_chunks_split_only_at_paragraph_breaks_outside_code_fences():
+    from medchat.ui.widgets.streaming_markdown import split_chunks, split_point
+
+    assert split_point("abc\n\ndef", "") == 5
+    assert split_point("no break", "") == -1
+    assert split_point("```\ncode\n\nmore\n```\n\nafter", "") == len("```\ncode\n\nmore\n```\n\n")
+    assert split_point("still code\n\n```\n\nout", "```py\n") == len("still code\n\n```\n\n")
+    text = "".join(f"para {i} " * 30 + "\n\n" for i in range(40)) + "```\n" + "x = 1\n\n" * 50 + "```\n"
+    chunks = split_chunks(text, size=500)
+    assert "".join(chunks) == text and len(chunks) > 5
+    assert all(c.count("```") % 2 == 0 for c in chunks)  # never cut inside a fence
+    assert split_chunks("") == [""]

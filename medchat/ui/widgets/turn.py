@@ -1,9 +1,9 @@
 """One exchange in the transcript: the user's message, an emergency notice if needed, the model's
 reasoning (dimmed, collapsible) and its answer (Markdown), and a status line.
 
-Both panes stream through ``Markdown.get_stream()`` (one stream per pane: appends are batched and
-only the last block is re-parsed), and get one full ``update()`` when the reply ends so the final
-rendering is exact (code fences, tables).
+Both panes stream through ``Markdown.get_stream()`` (see `StreamingMarkdown`: appends are batched,
+only the last block is re-parsed, and long text is kept in chunks so the cost per token stays flat),
+and get one full ``update()`` when the reply ends so the final rendering is exact (code fences, tables).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
-from textual.widgets import Markdown, Static
-from textual.widgets.markdown import MarkdownStream
+from textual.widgets import Static
 
 from medchat.engine.events import GenerationStats
 from medchat.ui import clock
+from medchat.ui.widgets.streaming_markdown import StreamingMarkdown
 
 
 @dataclass
@@ -57,7 +57,7 @@ class ReasoningPane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield ReasoningHeader("", classes="reasoning-header")
-        yield Markdown("", classes="reasoning-body")
+        yield StreamingMarkdown(classes="reasoning-body")
 
     @property
     def collapsed(self) -> bool:
@@ -94,7 +94,6 @@ class TurnView(Vertical, can_focus=True):
         self.first_token_at: float | None = None
         self.reasoning_ended_at: float | None = None
         self.reasoning_seconds: float | None = None
-        self._streams: dict[str, MarkdownStream] = {}
         self._streaming = False
         self._rendered_reasoning: str | None = None  # text of the last full render of the reasoning
 
@@ -105,7 +104,7 @@ class TurnView(Vertical, can_focus=True):
             yield Static("⚠  " + self.notice, markup=False, classes="red-flag")
         pane = ReasoningPane(classes="reasoning -empty")
         yield pane
-        yield Markdown("", classes="answer")
+        yield StreamingMarkdown(classes="answer")
         yield Static("", classes="turn-status")
 
     @property
@@ -113,12 +112,12 @@ class TurnView(Vertical, can_focus=True):
         return self.query_one(ReasoningPane)
 
     @property
-    def reasoning_md(self) -> Markdown:
-        return self.query_one(".reasoning-body", Markdown)
+    def reasoning_md(self) -> StreamingMarkdown:
+        return self.query_one(".reasoning-body", StreamingMarkdown)
 
     @property
-    def answer_md(self) -> Markdown:
-        return self.query_one(".answer", Markdown)
+    def answer_md(self) -> StreamingMarkdown:
+        return self.query_one(".answer", StreamingMarkdown)
 
     # -- streaming ------------------------------------------------------------------------------
     def begin(self) -> None:
@@ -130,10 +129,9 @@ class TurnView(Vertical, can_focus=True):
 
     async def reset(self) -> None:
         """Empty both panes (regenerate)."""
-        await self._stop_streams()
         self.state = TurnState(user=self.state.user, model_label=self.state.model_label)
-        await self.reasoning_md.update("")
-        await self.answer_md.update("")
+        await self.reasoning_md.set_text("")
+        await self.answer_md.set_text("")
         self._rendered_reasoning = None
         self.reasoning_pane.add_class("-empty")
         self.reasoning_pane.set_collapsed(False)
@@ -157,34 +155,18 @@ class TurnView(Vertical, can_focus=True):
             if pane.has_class("-empty"):
                 pane.remove_class("-empty")
                 pane.set_collapsed(False)
-            await self._stream("reasoning", self.reasoning_md).write(text)
+            await self.reasoning_md.write(text)
         else:
-            if "reasoning" in self._streams:
+            if self.state.reasoning and self.reasoning_ended_at is None:
                 # The answer started: finish the reasoning pane and fold it away.
-                await self._close_stream("reasoning")
-                await self.reasoning_md.update(self.state.reasoning)
+                await self.reasoning_md.finish(self.state.reasoning)
                 self._rendered_reasoning = self.state.reasoning
                 self.reasoning_ended_at = now
                 self.reasoning_pane.set_collapsed(True)
             self.state.answer += text
             self.state.answer_tokens += tokens
-            await self._stream("answer", self.answer_md).write(text)
+            await self.answer_md.write(text)
         self.refresh_header()
-
-    def _stream(self, name: str, widget: Markdown) -> MarkdownStream:
-        stream = self._streams.get(name)
-        if stream is None:
-            stream = self._streams[name] = Markdown.get_stream(widget)
-        return stream
-
-    async def _close_stream(self, name: str) -> None:
-        stream = self._streams.pop(name, None)
-        if stream is not None:
-            await stream.stop()
-
-    async def _stop_streams(self) -> None:
-        for name in list(self._streams):
-            await self._close_stream(name)
 
     async def finish(
         self,
@@ -198,7 +180,6 @@ class TurnView(Vertical, can_focus=True):
     ) -> None:
         """The reply ended: one full render of each pane, then the final header and status."""
         self._streaming = False
-        await self._stop_streams()
         self.state.reasoning, self.state.answer = reasoning, answer
         self.state.finish, self.state.error = finish, error
         if stats is not None:
@@ -209,11 +190,11 @@ class TurnView(Vertical, can_focus=True):
         if reasoning:
             pane.remove_class("-empty")
             if reasoning != self._rendered_reasoning:  # already fully rendered when the answer began
-                await self.reasoning_md.update(reasoning)
+                await self.reasoning_md.finish(reasoning)
                 self._rendered_reasoning = reasoning
         else:
             pane.add_class("-empty")
-        await self.answer_md.update(answer)
+        await self.answer_md.finish(answer)
         # Keep the reasoning open when it is all there is (no answer, or cut off inside it).
         pane.set_collapsed(bool(answer.strip()) and finish != "length_in_reasoning")
         self.refresh_header()
