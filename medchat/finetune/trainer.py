@@ -636,9 +636,8 @@ def push(plan: Plan, adapter_dir: Path, say: Say) -> list[str]:
     return pushed
 
 
-def free(*objects: Any) -> None:
-    for obj in objects:
-        del obj
+def release_memory() -> None:
+    """Return the training model's memory (the caller drops its references first)."""
     gc.collect()
     try:
         import torch
@@ -724,8 +723,8 @@ def run_finetune(settings: Settings, *, name: str = "", recipe: str = "", resume
         store.write_manifest(tmp, manifest)
         if plan.ft.merge:
             save_merged(plan, model, tokenizer, tmp, tmp / "merged", say)
-        free(trainer, model)
-        trainer = model = None
+        trainer = model = None  # the report card loads base + adapter afresh, as chat will
+        release_memory()
         if plan.selection.eval:
             from medchat.finetune.eval import evaluate_adapter
 
