@@ -178,7 +178,7 @@ def adapters_show(name: str, as_json: bool) -> None:
         ("recipe", manifest.get("recipe") or "–"),
         ("base model", f"{base.get('id', '')}" + (f" @ {base['revision']}" if base.get("revision") else "")),
         ("prompt style", f"{manifest.get('prompt_style', '')} (template {manifest.get('chat_template_hash', '')})"),
-        ("data", f"{data.get('id', '')} {data.get('subset', '')}/{data.get('split', '')} ({data.get('shape', '')}), "
+        ("data", f"{data.get('id', '')}{subset_split(data)} ({data.get('shape', '')}), "
                  f"{data.get('rows_used', 0)} of {data.get('rows_total', 0)} rows ({data.get('select', '')}), "
                  f"{len(data.get('eval_indices', []))} held out"),
         ("LoRA", f"r {s.get('lora_r')}, alpha {s.get('lora_alpha')}, dropout {s.get('lora_dropout')}, "
@@ -199,8 +199,15 @@ def adapters_show(name: str, as_json: bool) -> None:
     if report:
         click.echo("")
         print_report(report)
-    else:
+    elif data.get("eval_indices"):
         click.echo("\n  no report card yet: run `medchat eval --adapter " + path.name + "`")
+    else:
+        click.echo("\n  no report card: trained without held-out rows (--eval-rows 0)")
+
+
+def subset_split(data: dict[str, Any]) -> str:
+    parts = "/".join(p for p in (data.get("subset", ""), data.get("split", "")) if p)
+    return f" [{parts}]" if parts else ""
 
 
 @adapters.command("rm")
