@@ -1,0 +1,95 @@
+"""Pure parts of the trainer: row building and masking, trainer settings, progress and stop flag."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from types import SimpleNamespace
+
+import pytest
+
+from medchat.config import Settings
+from medchat.errors import DataError, HardwareError
+from medchat.finetune import data as D
+from medchat.finetune import trainer as T
+
+from .test_data import CharTokenizer
+
+ROWS = [D.Example("Why does CKD cause anaemia?", "Less erythropoietin.", "Reduced EPO production."),
+        D.Example("What is gout? " + "Explain. " * 40, "Urate crystals deposit in joints.", "Crystal arthritis.")]
+
+
+def plan(**finetune) -> T.Plan:
+    settings = Settings()
+    settings = dataclasses.replace(settings, finetune=dataclasses.replace(settings.finetune, **finetune))
+    dataset = D.Dataset(D.DataSource("x", "file"), "medical-o1", ROWS)
+    p = T.Plan(settings, "demo", dataset, D.Selection((0, 1), ()))
+    p.style = "task-query-answer"
+    return p
+
+
+def test_rows_mask_the_prompt_and_train_the_completion():
+    built = T.build_rows(plan(), CharTokenizer(), lambda m: None)
+    row = built.rows[0]
+    text = "".join(map(chr, row["input_ids"]))
+    start = row["labels"].count(-100)
+    assert text[:start].endswith("### Answer:\n")
+    assert text[start:].startswith("<think>\nLess erythropoietin.\n</think>\nReduced EPO production.</s>")
+    assert row["completion_mask"] == [0] * start + [1] * (len(text) - start)
+    assert built.lengths["rows"] == 2 and built.lengths["truncated"] == 0
+
+
+@pytest.mark.parametrize("on_long, kept, truncated, dropped", [("truncate", 2, 1, 0), ("drop", 1, 0, 1)])
+def test_long_rows_are_truncated_or_dropped_and_counted(on_long, kept, truncated, dropped):
+    built = T.build_rows(plan(max_seq_length=600, on_long=on_long), CharTokenizer(), lambda m: None)
+    assert (len(built.rows), built.lengths["truncated"], built.lengths["dropped"]) == (kept, truncated, dropped)
+    assert all(len(r["input_ids"]) <= 600 for r in built.rows)
+
+
+def test_every_row_too_long():
+    with pytest.raises(DataError):
+        T.build_rows(plan(max_seq_length=100), CharTokenizer(), lambda m: None)
+
+
+def test_cpu_trainer_settings():
+    p = plan(max_steps=3, optimizer="adamw_8bit", packing="padding_free")
+    args = T.trainer_args(p, n_rows=16)
+    assert args.use_cpu and args.bf16 and not args.fp16
+    assert args.optim == "adamw_torch" and not args.gradient_checkpointing
+    assert args.warmup_steps == 0 and args.max_steps == 3 and not args.padding_free
+    assert any("8-bit AdamW needs CUDA" in n for n in p.notes) and any("warm-up shortened" in n for n in p.notes)
+    assert args.include_num_input_tokens_seen == "non_padding"
+    with pytest.raises(HardwareError, match="fp16"):
+        T.trainer_args(plan(precision="fp16"), n_rows=16)
+
+
+def test_epochs_mode_and_recipe_warmup_kept():
+    args = T.trainer_args(plan(max_steps=0, epochs=2.0, warmup_steps=5), n_rows=400)
+    assert args.max_steps == -1 and args.num_train_epochs == 2.0 and args.warmup_steps == 5
+
+
+def test_progress_line_stop_flag_and_steady_rate():
+    stop = T.StopFlag()
+    out = io.StringIO()
+    cb = T.make_callback(plan(), stop, stream=out)
+    args = SimpleNamespace(logging_steps=1)
+    state = SimpleNamespace(global_step=0, max_steps=6, num_input_tokens_seen=0)
+    control = SimpleNamespace(should_save=False, should_training_stop=False)
+    cb.on_train_begin(args, state, control)
+    for step in range(1, 6):
+        state.global_step, state.num_input_tokens_seen = step, step * 100
+        cb.on_step_end(args, state, control)
+        cb.on_log(args, state, control, logs={"loss": 3.0 - step / 10, "learning_rate": 2e-4})
+    assert "step 5/6" in out.getvalue() and "loss 2.500" in out.getvalue() and "tok/s" in out.getvalue()
+    assert cb.losses[-1] == (5, 2.5) and cb.steady_rate() is not None
+    stop.requested = True
+    state.global_step = 6
+    cb.on_step_end(args, state, control)
+    assert control.should_save and control.should_training_stop
+
+
+def test_default_name_is_readable_and_unique(medchat_home):
+    name = T.default_name("smollm2", D.DataSource("sample", "sample"))
+    assert name.startswith("smollm2-sample-")
+    (T.runs_dir() / name).mkdir(parents=True)
+    assert T.default_name("smollm2", D.DataSource("sample", "sample")) == name + "-2"
