@@ -600,21 +600,13 @@ def model_revision(source: str) -> str:
     return ""
 
 
-def save_merged(plan: Plan, model: Any, tokenizer: Any, adapter_dir: Path, target: Path, say: Say) -> None:
-    """A merged 16-bit model: from a 16-bit copy of the base, never by merging into 4-bit weights."""
-    say(f"saving a merged 16-bit model to {target}")
-    if plan.backend == "unsloth":
-        model.save_pretrained_merged(str(target), tokenizer, save_method="merged_16bit")
-        return
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+def save_merged(plan: Plan, adapter_dir: Path, target: Path, say: Say) -> None:
+    """A merged 16-bit model beside the adapter, made like `medchat export`: from a 16-bit copy of the
+    base, never by merging into 4-bit weights (which rounds the fine-tune away)."""
+    from medchat.export import export_merged
 
-    base = AutoModelForCausalLM.from_pretrained(plan.resolved.source, dtype=torch.bfloat16, device_map="cpu",
-                                                use_safetensors=True, local_files_only=plan.resolved.local_only)
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-    merged.save_pretrained(str(target), safe_serialization=True)
-    tokenizer.save_pretrained(str(target))
+    export_merged(str(adapter_dir), target, model=plan.resolved.source, device=plan.device,
+                  offline=plan.settings.offline, say=say)
 
 
 def push(plan: Plan, adapter_dir: Path, say: Say) -> list[str]:
@@ -721,10 +713,10 @@ def run_finetune(settings: Settings, *, name: str = "", recipe: str = "", resume
         model.save_pretrained(str(tmp))
         manifest = build_manifest(plan, tokenizer, built, result, started)
         store.write_manifest(tmp, manifest)
-        if plan.ft.merge:
-            save_merged(plan, model, tokenizer, tmp, tmp / "merged", say)
-        trainer = model = None  # the report card loads base + adapter afresh, as chat will
+        trainer = model = None  # merging and the report card load the base afresh, as chat will
         release_memory()
+        if plan.ft.merge:
+            save_merged(plan, tmp, tmp / "merged", say)
         if plan.selection.eval:
             from medchat.finetune.eval import evaluate_adapter
 
