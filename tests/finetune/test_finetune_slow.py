@@ -51,7 +51,7 @@ def test_finetune_creates_an_adapter_that_ask_loads_and_that_changes_output(embe
 
 
 @pytest.mark.slow
-def test_stop_saves_a_checkpoint_and_resume_finishes_the_run(embedded_model, monkeypatch, capsys):
+def test_stop_saves_a_checkpoint_and_resume_finishes_the_run_and_merges(embedded_model, monkeypatch, capsys):
     real_enter = trainer.StopFlag.__enter__
 
     def stop_at_once(self):  # as if Ctrl+C arrived during the first step
@@ -62,7 +62,7 @@ def test_stop_saves_a_checkpoint_and_resume_finishes_the_run(embedded_model, mon
     monkeypatch.setattr(trainer.StopFlag, "__enter__", stop_at_once)
     with pytest.raises(SystemExit) as stopped:
         main(["finetune", "--model", "smollm2", "--dataset", "sample", "--samples", "8", "--max-steps", "2",
-              "--eval-rows", "0", "--name", "resumable"])
+              "--eval-rows", "0", "--merge", "--name", "resumable"])
     assert stopped.value.code == 130
     err = capsys.readouterr().err
     assert "medchat finetune --resume resumable" in err
@@ -73,4 +73,6 @@ def test_stop_saves_a_checkpoint_and_resume_finishes_the_run(embedded_model, mon
     main(["finetune", "--resume", "resumable"])
     manifest = json.loads((adapters.store_dir() / "resumable" / "medchat.json").read_text())
     assert manifest["training"]["steps"] == 2
+    merged = adapters.store_dir() / "resumable" / "merged"
+    assert (merged / "config.json").is_file() and (merged / "model.safetensors").is_file()
     assert not (trainer.runs_dir() / "resumable").exists()
