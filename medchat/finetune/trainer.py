@@ -224,7 +224,7 @@ def encode(tokenizer: Any, text: str) -> list[int]:
 
 @dataclass
 class Built:
-    rows: list[dict[str, list[int]]]  # input_ids, labels, completion_mask
+    rows: list[dict[str, list[int]]]  # input_ids, completion_mask (1 = trained)
     check: dict[str, Any]
     lengths: dict[str, Any]
 
@@ -253,8 +253,9 @@ def build_rows(plan: Plan, tokenizer: Any, say: Say) -> Built:
                 continue
             truncated += 1
             ids = ids[: ft.max_seq_length]
-        labels = [-100] * start + ids[start:]
-        rows.append({"input_ids": ids, "labels": labels, "completion_mask": [0] * start + [1] * (len(ids) - start)})
+        # No "labels" column: TRL (and Unsloth, which then keeps its padding-free collator) build the
+        # labels from completion_mask, masking the prompt.
+        rows.append({"input_ids": ids, "completion_mask": [0] * start + [1] * (len(ids) - start)})
     if not rows:
         raise DataError(f"every row is longer than --max-seq-length {ft.max_seq_length}; raise it or use --on-long truncate")
     lengths = {"tokens": D.distribution(totals), "completion_tokens": D.distribution(completions),
@@ -444,6 +445,7 @@ def trainer_args(plan: Plan, n_rows: int):
         run_name=plan.name,
         max_length=ft.max_seq_length,
         packing=False,
+        completion_only_loss=True,
         include_num_input_tokens_seen="non_padding",
         disable_tqdm=True,
         dataset_num_proc=None,

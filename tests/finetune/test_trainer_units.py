@@ -32,7 +32,8 @@ def test_rows_mask_the_prompt_and_train_the_completion():
     built = T.build_rows(plan(), CharTokenizer(), lambda m: None)
     row = built.rows[0]
     text = "".join(map(chr, row["input_ids"]))
-    start = row["labels"].count(-100)
+    start = row["completion_mask"].count(0)
+    assert set(row) == {"input_ids", "completion_mask"}  # labels are built by TRL / Unsloth from the mask
     assert text[:start].endswith("### Answer:\n")
     assert text[start:].startswith("<think>\nLess erythropoietin.\n</think>\nReduced EPO production.</s>")
     assert row["completion_mask"] == [0] * start + [1] * (len(text) - start)
@@ -58,7 +59,7 @@ def test_cpu_trainer_settings():
     assert args.optim == "adamw_torch" and not args.gradient_checkpointing
     assert args.warmup_steps == 0 and args.max_steps == 3 and not args.padding_free
     assert any("8-bit AdamW needs CUDA" in n for n in p.notes) and any("warm-up shortened" in n for n in p.notes)
-    assert args.include_num_input_tokens_seen == "non_padding"
+    assert args.include_num_input_tokens_seen == "non_padding" and args.completion_only_loss
     with pytest.raises(HardwareError, match="fp16"):
         T.trainer_args(plan(precision="fp16"), n_rows=16)
 
