@@ -102,8 +102,11 @@ def flags_from(params: dict[str, Any]) -> dict[str, Any]:
 def finetune(recipe: str | None, name: str | None, dry_run: bool, resume: str | None, **params: Any) -> None:
     """LoRA fine-tune a base model and store the adapter under a name.
 
-    Examples: `medchat finetune --model smollm2 --dataset sample --max-steps 60`,
-    `medchat finetune --recipe C --samples 500`, `medchat finetune --dataset ./rows.jsonl --dry-run`.
+    \b
+    Examples:
+      medchat finetune --model smollm2 --dataset sample --max-steps 60
+      medchat finetune --recipe C --samples 500
+      medchat finetune --dataset ./rows.jsonl --columns question=q,answer=a --dry-run
     """
     from medchat.finetune.recipes import find_recipe, settings_for
     from medchat.finetune.trainer import run_finetune
