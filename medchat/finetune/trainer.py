@@ -649,18 +649,20 @@ def save_run_state(plan: Plan) -> None:
     from medchat.fsutil import atomic_write_text
 
     paths.ensure_private_dir(plan.run_dir)
-    state = {"name": plan.name, "recipe": plan.recipe, "settings": settings_dict(plan.settings)}
+    state = {"name": plan.name, "recipe": plan.recipe, "settings": settings_dict(plan.settings),
+             "train_indices": list(plan.selection.train), "eval_indices": list(plan.selection.eval),
+             "dataset_revision": plan.dataset.source.revision}
     atomic_write_text(plan.run_dir / "run.json", json.dumps(state, indent=2) + "\n")
 
 
-def load_run_state(name: str) -> tuple[Settings, str]:
+def load_run_state(name: str) -> tuple[Settings, str, dict[str, Any]]:
     path = runs_dir() / name / "run.json"
     if not path.is_file():
         known = sorted(p.name for p in runs_dir().glob("*") if (p / "run.json").is_file()) if runs_dir().is_dir() else []
         raise UsageError(f"no unfinished run named '{name}' (unfinished runs: {', '.join(known) or 'none'})")
     state = json.loads(path.read_text())
     settings = merge(Settings, Settings(), state["settings"], str(path)).validate()
-    return settings, state.get("recipe", "")
+    return settings, state.get("recipe", ""), state
 
 
 def dry_run(plan: Plan, say: Say, out=None) -> dict[str, Any]:
@@ -688,12 +690,17 @@ def run_finetune(settings: Settings, *, name: str = "", recipe: str = "", resume
     """The whole command. Returns the stored adapter's folder (None for a dry run)."""
     say = say or (lambda m: print(m, file=sys.stderr, flush=True))
     started = time.time()
+    state: dict[str, Any] = {}
     if resume:
-        settings, recipe = load_run_state(resume)
+        settings, recipe, state = load_run_state(resume)
         name = resume
     plan = make_plan(settings, name="" if resume else name, recipe=recipe, say=say)
     if resume:
         plan.name, plan.resume = resume, True
+        if state.get("dataset_revision") != plan.dataset.source.revision:
+            raise DataError(f"the data set of run '{resume}' changed since it started; its recorded rows no longer apply")
+        # The recorded rows, not a fresh selection: no held-out row can leak into training.
+        plan.selection = D.Selection(tuple(state["train_indices"]), tuple(state["eval_indices"]))
     resolve(plan, say)
     if dry:
         dry_run(plan, say)
