@@ -376,7 +376,7 @@ def worker_generate(spec: dict) -> dict:
 
         model = PeftModel.from_pretrained(model, str(store.resolve_adapter(settings.adapter))).eval()
     out = _time_generate(model, tokenizer, settings, spec["tokens"], _style(resolved, settings))
-    out["how"] = "transformers generate, loaded as medchat's generate path loads (4-bit nf4 on CUDA)"
+    out["how"] = "transformers generate, loaded as medchat's generate path loads it (nf4 4-bit on CUDA)"
     return out
 
 

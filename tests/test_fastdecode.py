@@ -1,0 +1,135 @@
+"""medchat's own decode loop (medchat.engine.fastdecode) on tiny random models, CPU, float32.
+
+The reference is transformers' generate(): greedy tokens must match exactly, for each supported
+architecture, with a LoRA adapter folded in, and with the KV cache reused across calls.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from medchat.config import GenerationSettings  # noqa: E402
+from medchat.engine.fastdecode import (  # noqa: E402
+    FastDecoder,
+    FastPathUnavailable,
+    IncrementalDetokenizer,
+    unsupported_reason,
+)
+
+GREEDY = GenerationSettings(temperature=0.0, max_new_tokens=24)
+PROMPT = [3, 17, 42, 99, 5, 64, 7, 120, 33]
+
+
+def tiny(kind: str = "llama", seed: int = 0):
+    import transformers
+
+    torch.manual_seed(seed)
+    common = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    if kind == "llama":
+        cfg = transformers.LlamaConfig(**common)
+        cls = transformers.LlamaForCausalLM
+    elif kind == "qwen2":  # q/k/v biases
+        cfg = transformers.Qwen2Config(**common)
+        cls = transformers.Qwen2ForCausalLM
+    else:  # qwen3: per-head q/k norms, explicit head_dim
+        cfg = transformers.Qwen3Config(**common, head_dim=32)
+        cls = transformers.Qwen3ForCausalLM
+    model = cls(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # larger than the default init, so that logits are not near-ties
+            p.normal_(0, 0.3)
+    return model
+
+
+def hf_greedy(model, prompt, n):
+    ids = torch.tensor([prompt])
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                         do_sample=False, pad_token_id=0, eos_token_id=None)
+    return out[0, len(prompt):].tolist()
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "qwen3"])
+def test_greedy_tokens_match_generate(kind):
+    want = hf_greedy(tiny(kind), PROMPT, 24)
+    got = list(FastDecoder(tiny(kind)).generate(PROMPT, GREEDY))
+    assert got == want
+
+
+def test_lora_adapter_is_folded_in():
+    from peft import LoraConfig, get_peft_model
+
+    def with_adapter():
+        model = tiny()
+        torch.manual_seed(1)
+        cfg = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+        return get_peft_model(model, cfg).eval()
+
+    want = hf_greedy(with_adapter(), PROMPT, 24)
+    assert want != hf_greedy(tiny(), PROMPT, 24)  # the adapter matters
+    assert list(FastDecoder(with_adapter()).generate(PROMPT, GREEDY)) == want
+
+
+def test_cache_reuse_across_turns_gives_the_same_tokens():
+    first = list((dec := FastDecoder(tiny())).generate(PROMPT, GREEDY))
+    follow_up = PROMPT + first[:10] + [11, 12]
+    reused = list(dec.generate(follow_up, GREEDY))
+    assert dec._cached_ids[: len(follow_up)] == follow_up
+    assert reused == list(FastDecoder(tiny()).generate(follow_up, GREEDY))
+
+
+def test_fused_ops_agree_on_cpu():
+    assert list(FastDecoder(tiny(), fused_ops=True).generate(PROMPT, GREEDY)) == hf_greedy(tiny(), PROMPT, 24)
+
+
+def test_eos_stops_and_cancel_stops_promptly():
+    dec = FastDecoder(tiny())
+    tokens = list(dec.generate(PROMPT, GREEDY))
+    assert list(dec.generate(PROMPT, GREEDY, eos_ids=[tokens[5]])) == tokens[: tokens.index(tokens[5])]
+    cancel = threading.Event()
+    seen = []
+    for tok in dec.generate(PROMPT, GenerationSettings(temperature=0.0, max_new_tokens=200), cancel):
+        seen.append(tok)
+        if len(seen) == 3:
+            cancel.set()
+    assert len(seen) == 3
+
+
+def test_sampling_is_seeded_and_top_k_1_is_greedy():
+    dec = FastDecoder(tiny())
+    s = GenerationSettings(temperature=0.8, top_p=0.9, top_k=20, repetition_penalty=1.1, max_new_tokens=16, seed=7)
+    assert list(dec.generate(PROMPT, s)) == list(dec.generate(PROMPT, s))
+    k1 = GenerationSettings(temperature=1.0, top_k=1, max_new_tokens=16, seed=3)
+    assert list(dec.generate(PROMPT, k1)) == list(dec.generate(PROMPT, GenerationSettings(temperature=0.0, max_new_tokens=16)))
+
+
+def test_unsupported_models_are_refused_without_touching_them():
+    import transformers
+
+    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64))
+    assert "gpt2" in unsupported_reason(gpt2)
+    with pytest.raises(FastPathUnavailable):
+        FastDecoder(gpt2)
+
+
+def test_detokenizer_streams_whole_characters():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(["plain words only"], trainers.BpeTrainer(
+        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok)
+    text = "Anämie — 贫血 🩸 plain words"
+    ids = hf(text, add_special_tokens=False)["input_ids"]
+    detok = IncrementalDetokenizer(hf)
+    pieces = [detok.push(i) for i in ids] + [detok.flush()]
+    assert "".join(pieces) == text
+    assert all("\ufffd" not in p for p in pieces)

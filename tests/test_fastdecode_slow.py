@@ -1,0 +1,55 @@
+"""The fast decode path on the real embedded model: same greedy text as transformers' generate()
+with a LoRA adapter, through the chat engine (float32 on the CPU, where both compute the same ops)."""
+
+from __future__ import annotations
+
+import pytest
+
+from medchat.config import GenerationSettings, load_settings
+from medchat.engine.backends.base import Message
+from medchat.engine.events import GenerationDone
+from medchat.engine.session import stream_events
+
+pytestmark = pytest.mark.slow
+GREEDY = GenerationSettings(temperature=0.0, max_new_tokens=48)
+MSGS = [Message("user", "Why does iron deficiency cause anaemia?")]
+
+
+@pytest.fixture
+def random_adapter(embedded_model, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(embedded_model, dtype=torch.float32)
+    torch.manual_seed(0)
+    cfg = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "up_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(model, cfg)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.mul_(20.0)  # peft draws small values: make the change visible in 48 tokens
+    out = tmp_path / "random-adapter"
+    peft_model.save_pretrained(out)
+    return out
+
+
+def reply(decoder: str, adapter: str = ""):
+    from medchat.engine.backends.local import open_local
+
+    settings = load_settings({"model": "smollm2", "decoder": decoder, "dtype": "float32", "adapter": adapter})
+    backend = open_local(settings, lambda _m: None)
+    done = list(stream_events(backend, MSGS, GREEDY))[-1]
+    assert isinstance(done, GenerationDone)
+    return backend, done.reasoning + done.answer
+
+
+def test_fast_path_keeps_the_adapters_greedy_tokens(embedded_model, random_adapter):
+    fast, text = reply("fast", str(random_adapter))
+    assert fast.info.decoder.startswith("medchat decode loop")
+    slow, want = reply("generate", str(random_adapter))
+    assert slow.info.decoder.startswith("transformers generate")
+    assert text == want and text
+    fast.set_adapter(None)  # rebuilt from the base weights: the adapter's effect is gone
+    plain = list(stream_events(fast, MSGS, GREEDY))[-1]
+    assert plain.reasoning + plain.answer != text
