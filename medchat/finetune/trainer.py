@@ -724,25 +724,46 @@ def run_finetune(settings: Settings, *, name: str = "", recipe: str = "", resume
         store.write_manifest(tmp, manifest)
         trainer = model = None  # merging and the report card load the base afresh, as chat will
         release_memory()
+        # The adapter is complete now: a failing (or interrupted) merge or report card is reported
+        # and the adapter is still stored.
         if plan.ft.merge:
-            save_merged(plan, tmp, tmp / "merged", say)
+            optional_step(manifest, "merge", lambda: save_merged(plan, tmp, tmp / "merged", say), say,
+                          f"medchat export --adapter {plan.name} --merged DIR")
         if plan.selection.eval:
-            from medchat.finetune.eval import evaluate_adapter
-
-            report = evaluate_adapter(plan.settings, tmp, plan.eval_examples(), plan.style, say)
-            store.write_report(tmp, report)
-            manifest["eval"] = report["summary"]
-            store.write_manifest(tmp, manifest)
+            optional_step(manifest, "report card", lambda: report_card(plan, tmp, manifest, say), say,
+                          f"medchat eval --adapter {plan.name}")
+        store.write_manifest(tmp, manifest)
         final = store.commit_save(tmp, plan.name)
     except BaseException:
         store.abort_save(tmp)
         raise
     shutil.rmtree(plan.run_dir, ignore_errors=True)
     if plan.ft.push_to_hub:
-        manifest["pushed_to"] = push(plan, final, say)
+        try:
+            manifest["pushed_to"] = push(plan, final, say)
+        except Exception as exc:  # noqa: BLE001 - hub errors come in many types
+            raise MedchatError(f"adapter {plan.name} is saved, but pushing to {plan.ft.push_to_hub} failed: "
+                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
         store.write_manifest(final, manifest)
     print_summary(manifest, final)
     return final
+
+
+def report_card(plan: Plan, adapter_dir: Path, manifest: dict[str, Any], say: Say) -> None:
+    from medchat.finetune.eval import evaluate_adapter
+
+    report = evaluate_adapter(plan.settings, adapter_dir, plan.eval_examples(), plan.style, say)
+    store.write_report(adapter_dir, report)
+    manifest["eval"] = report["summary"]
+
+
+def optional_step(manifest: dict[str, Any], what: str, step: Callable[[], None], say: Say, later: str) -> None:
+    try:
+        step()
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        say(f"{what} failed ({why}); the adapter is kept — run `{later}` later")
+        manifest.setdefault("notes", []).append(f"{what} failed: {why}")
 
 
 def check_disk(plan: Plan) -> None:
