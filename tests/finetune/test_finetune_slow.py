@@ -29,7 +29,7 @@ def test_finetune_creates_an_adapter_that_ask_loads_and_that_changes_output(embe
     # Three steps at the default 2e-4 move the logits by ~0.2: real, but too little to flip a greedy
     # token of a 48-token reply. A higher rate makes "the output changed" a reliable check.
     main(["finetune", "--model", "smollm2", "--dataset", "sample", "--samples", "16", "--max-steps", "3",
-          "--learning-rate", "2e-3", "--eval-rows", "1", "--eval-max-new-tokens", "16", "--name", "smoke"])
+          "--learning-rate", "2e-3", "--eval-rows", "1", "--eval-max-new-tokens", "8", "--name", "smoke"])
     out = capsys.readouterr().out
     assert "adapter smoke saved" in out and "medchat --model smollm2 --adapter smoke" in out
 
