@@ -98,11 +98,14 @@ async def with_ui(chunks: list[str], reasoning_tokens: int, delay: float = 0.0) 
             sent = time.perf_counter()
             await pilot.press("enter")
             # Poll with asyncio.sleep, not pilot.pause: pause forces a full layout and walks the DOM.
+            deadline = time.monotonic() + 600
             while app.chat.generating_turn is not None or not list(app.screen.query(TurnView)):
                 await asyncio.sleep(0.01)
+                assert app.is_running and time.monotonic() < deadline, "the app stopped"
             view = app.screen.query_one(TurnView)
             while not view.state.finish:
                 await asyncio.sleep(0.01)
+                assert app.is_running and time.monotonic() < deadline, "the app stopped"
             ui_done = time.perf_counter()
             assert view.state.reasoning_tokens >= reasoning_tokens, view.state.reasoning_tokens
     finally:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Static
 
@@ -53,11 +53,25 @@ class ReasoningHeader(Static, can_focus=True):
 
 
 class ReasoningPane(Vertical):
-    """Dimmed reasoning with a header; collapsed, only the header stays."""
+    """Dimmed reasoning with a header; collapsed, only the header stays.
+
+    The text sits in its own scroll box (at most half the screen high) that follows the stream: long
+    reasoning does not push the answer far away, and only its visible part is laid out and drawn.
+    """
 
     def compose(self) -> ComposeResult:
         yield ReasoningHeader("", classes="reasoning-header")
-        yield StreamingMarkdown(classes="reasoning-body")
+        with VerticalScroll(classes="reasoning-scroll"):
+            yield StreamingMarkdown(classes="reasoning-body")
+
+    def on_mount(self) -> None:
+        self.query_one(".reasoning-scroll", VerticalScroll).anchor()
+
+    def fit_scroll_box(self) -> None:
+        """Give the box its fixed height and scrollbar once the text fills it (see medchat.tcss)."""
+        box = self.query_one(".reasoning-scroll", VerticalScroll)
+        if not box.has_class("-full") and box.max_scroll_y > 0:
+            box.add_class("-full")
 
     @property
     def collapsed(self) -> bool:
@@ -156,6 +170,7 @@ class TurnView(Vertical, can_focus=True):
                 pane.remove_class("-empty")
                 pane.set_collapsed(False)
             await self.reasoning_md.write(text)
+            pane.fit_scroll_box()
         else:
             if self.state.reasoning and self.reasoning_ended_at is None:
                 # The answer started: finish the reasoning pane and fold it away.
@@ -197,6 +212,7 @@ class TurnView(Vertical, can_focus=True):
         await self.answer_md.finish(answer)
         # Keep the reasoning open when it is all there is (no answer, or cut off inside it).
         pane.set_collapsed(bool(answer.strip()) and finish != "length_in_reasoning")
+        self.call_after_refresh(pane.fit_scroll_box)
         self.refresh_header()
         self.set_status(*_status_line(self.state, footer))
 
