@@ -37,6 +37,7 @@ SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 Quantize = Literal["none", "int4"]
 PREFILL_CHUNK = 512  # tokens per prefill forward: bounds the attention scores' memory
 MIN_BUCKET = 256  # smallest attention length a CUDA graph is captured for
+INT4_ALGORITHM = "tinygemm"  # how int4 scales/zeros are chosen: "tinygemm" (min/max) or "hqq" (optimised)
 
 
 class FastPathUnavailable(Exception):
@@ -111,7 +112,8 @@ class _Linear:
                 Int4TilePackedTo4dTensor,
             )
 
-            q = Int4TilePackedTo4dTensor.from_hp(weight.to(torch.bfloat16), [1, 128])
+            q = Int4TilePackedTo4dTensor.from_hp(weight.to(torch.bfloat16), [1, 128],
+                                                 int4_choose_qparams_algorithm=INT4_ALGORITHM)
             self.weight, self.scale_and_zero = q.qdata, q.scale_and_zero
         else:
             self.weight = weight
