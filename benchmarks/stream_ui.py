@@ -175,6 +175,9 @@ def main() -> None:
     parser.add_argument("--answer-tokens", type=int, default=1_000)
     parser.add_argument("--pace", type=float, default=2000.0,
                         help="tokens/s of the paced run that measures UI cost per token (default 2000)")
+    parser.add_argument("--steady-pace", type=float, default=100.0,
+                        help="tokens/s of the steady run (a fast GPU's speed; CPU models reach 10-20)")
+    parser.add_argument("--steady-tokens", type=int, default=2000)
     parser.add_argument("--model", help="measure this real model instead of the scripted burst")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     args = parser.parse_args()
@@ -215,6 +218,18 @@ def main() -> None:
     print(f"UI CPU per token ~1k:    {early * 1e6:7.1f} us  (reasoning tokens 500-1,500)")
     print(f"UI CPU per token ~20k:   {late * 1e6:7.1f} us  (reasoning tokens {r - 1500:,}-{r - 500:,})")
     print(f"late / early:            {late / early:7.2f} x   (goal <= 1.2 x)")
+
+    # 3. Steady: a realistic speed, where the UI's cost per token matters, not its batching.
+    steady = script(args.steady_tokens - args.steady_tokens // 10, args.steady_tokens // 10)
+    delay = 1.0 / args.steady_pace
+    alone_s = statistics.median(engine_alone(steady, delay) for _ in range(args.runs))
+    ui_s = [asyncio.run(with_ui(steady, args.steady_tokens - args.steady_tokens // 10, delay))
+            for _ in range(args.runs)]
+    under_s = statistics.median(x["engine_under_ui"] for x in ui_s)
+    print(f"\n[steady: {args.steady_tokens:,} tokens at a nominal {args.steady_pace:,.0f} tok/s]")
+    print(f"engine alone:            {alone_s:7.3f} s  ({args.steady_tokens / alone_s:,.1f} tok/s)")
+    print(f"engine under the UI:     {under_s:7.3f} s  ({args.steady_tokens / under_s:,.1f} tok/s)")
+    print(f"UI slowdown of engine:   {100 * (under_s / alone_s - 1):+6.1f} %   (goal <= 5 %)")
 
 
 if __name__ == "__main__":

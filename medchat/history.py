@@ -263,7 +263,7 @@ _FINISH_NOTES = {
 }
 
 
-def _when(ts: float) -> str:
+def when_text(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
 
 
@@ -274,7 +274,7 @@ def _html_escape(text: str) -> str:
 def export_markdown(conv: Conversation) -> str:
     """The conversation as Markdown; each reasoning sits in a collapsed ``<details>`` block."""
     out = [f"# {conv.title or 'Conversation'}", ""]
-    meta = [f"Conversation {conv.id}", f"started {_when(conv.created)}"]
+    meta = [f"Conversation {conv.id}", f"started {when_text(conv.created)}"]
     if conv.model:
         meta.append(f"model {conv.model}")
     meta.append(f"adapter {conv.adapter or 'none'}")
@@ -326,4 +326,4 @@ def iter_rows(store: HistoryStore, limit: int | None = None) -> Iterator[Sequenc
     """Rows for `medchat history list`: id, updated, turns, model(+adapter), title."""
     for c in store.list(limit):
         model = c.model + (f" + {c.adapter}" if c.adapter else "")
-        yield (str(c.id), _when(c.updated), str(c.turns), model, c.title)
+        yield (str(c.id), when_text(c.updated), str(c.turns), model, c.title)

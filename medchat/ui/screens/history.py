@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Static
 
 from medchat.errors import MedchatError
 from medchat.fsutil import atomic_write_text
-from medchat.history import HistoryStore, _when, export
+from medchat.history import HistoryStore, when_text, export
 
 
 class HistoryBrowser(ModalScreen[int | None]):
@@ -55,7 +55,7 @@ class HistoryBrowser(ModalScreen[int | None]):
         rows = self.store.list()
         for c in rows:
             model = c.model + (f" + {c.adapter}" if c.adapter else "")
-            table.add_row(str(c.id), _when(c.updated), str(c.turns), model, c.title, key=str(c.id))
+            table.add_row(str(c.id), when_text(c.updated), str(c.turns), model, c.title, key=str(c.id))
         if not rows:
             self.query_one(".modal-hint", Static).update("No saved conversations yet. Esc closes.")
 

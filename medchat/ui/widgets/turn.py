@@ -96,6 +96,7 @@ class TurnView(Vertical, can_focus=True):
     BINDINGS = [
         Binding("c", "copy_answer", "Copy answer"),
         Binding("C", "copy_all", "Copy with reasoning", show=False),
+        Binding("u", "copy_question", "Copy question", show=False),
         Binding("t", "toggle_reasoning", "Reasoning"),
     ]
 
@@ -253,6 +254,10 @@ class TurnView(Vertical, can_focus=True):
     def action_copy_answer(self) -> None:
         self.app.copy_to_clipboard(self.state.answer)
         self.app.notify("Answer copied to the clipboard.", timeout=2)
+
+    def action_copy_question(self) -> None:
+        self.app.copy_to_clipboard(self.state.user)
+        self.app.notify("Question copied to the clipboard.", timeout=2)
 
     def action_copy_all(self) -> None:
         text = self.state.answer
