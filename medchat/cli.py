@@ -253,6 +253,9 @@ from medchat.commands.finetune import register as _register_finetune  # noqa: E4
 _register_finetune(cli)
 
 
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit code."""
     debug = "--debug" in (argv or sys.argv) or os.environ.get("MEDCHAT_DEBUG") == "1"
@@ -260,8 +263,16 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="medchat", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
+    except _NO_ARGS_IS_HELP as exc:  # a command group run bare (`medchat config`): show its help
         exc.show()
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        # One line like every other user error, not click's three-line usage block.
+        hint = ""
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            hint = f" (see '{exc.ctx.command_path} --help')"
+        message = " ".join(exc.format_message().split())
+        click.echo(f"medchat: error: {message}{hint}", err=True)
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):
         if debug:

@@ -311,6 +311,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
     except _tomllib().TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib lets the decode error through
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text (byte {exc.start})") from exc
 
 
 def env_values(cls: type, env: Mapping[str, str], prefix: str = "MEDCHAT_") -> dict[str, Any]:
@@ -350,11 +352,25 @@ def load_settings(
     """Defaults < file < MEDCHAT_* env < flags (dotted keys, None = not given)."""
     env = os.environ if env is None else env
     path = config_path or Path(env.get("MEDCHAT_CONFIG", "") or paths.config_file())
+    stages: list[tuple[str, Settings]] = []
     settings = Settings()
     settings = merge(Settings, settings, read_toml(path), str(path))
+    stages.append((str(path), settings))
     settings = merge(Settings, settings, env_values(Settings, env), "environment", from_text=True)
+    stages.append(("environment", settings))
     settings = merge(Settings, settings, nest(flags or {}), "command line", from_text=True)
-    return settings.validate()
+    stages.append(("command line", settings))
+    try:
+        return settings.validate()
+    except ConfigError as exc:
+        # Name where the bad value came from: the first stage whose result fails the same way.
+        for source, staged in stages:
+            try:
+                staged.validate()
+            except ConfigError as at_stage:
+                if str(at_stage) == str(exc):
+                    raise ConfigError(f"{source}: {exc}") from None
+        raise
 
 
 def field_docs(cls: type = Settings) -> list[tuple[str, Any, str]]:
@@ -377,8 +393,19 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
+    return '"' + "".join(_toml_char(c) for c in str(value)) + '"'
+
+
+_TOML_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _toml_char(c: str) -> str:
+    """One character of a TOML basic string: control characters must be escaped (a newline too)."""
+    if c in _TOML_ESCAPES:
+        return _TOML_ESCAPES[c]
+    if ord(c) < 0x20 or ord(c) == 0x7F:
+        return f"\\u{ord(c):04X}"
+    return c
 
 
 def render_toml(settings: Any, commented: bool = False) -> str:

@@ -80,3 +80,14 @@ def test_empty_question_from_stdin():
 def test_debug_shows_traceback():
     r = medchat("--debug", "ask", "--model", "no-such-model", "hi")
     assert "Traceback" in r.stderr
+
+
+def test_usage_errors_are_one_line():
+    # click's own errors (bad value, unknown option or command, missing argument) read like medchat's.
+    for args in (["ask", "--temperature", "-1", "hi"], ["ask", "--bogus", "hi"], ["nosuchcmd"], ["ask"]):
+        r = medchat(*args)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("medchat: error: "), (args, r.stderr)
+    assert "--help" in medchat("ask", "--bogus", "hi").stderr
+    r = medchat("config")  # a bare command group still shows its help
+    assert "Usage:" in r.stdout + r.stderr and "init" in r.stdout + r.stderr

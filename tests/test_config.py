@@ -83,3 +83,27 @@ def test_commented_template_loads_as_defaults():
 def test_merge_rejects_nested_unknown_with_source():
     with pytest.raises(ConfigError, match="recipe.toml"):
         merge(Settings, Settings(), {"generation": {"tempreature": 1}}, "recipe.toml")
+
+
+def test_non_utf8_file_is_a_config_error():
+    path = paths.config_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\xff\xfe model = 1")
+    with pytest.raises(ConfigError, match="not valid TOML.*UTF-8"):
+        load_settings()
+
+
+def test_out_of_range_value_names_its_source(monkeypatch):
+    path = write_config("[generation]\ntop_p = 2.0\n")
+    with pytest.raises(ConfigError, match=f"^{path}: generation.top_p"):
+        load_settings()
+    monkeypatch.setenv("MEDCHAT_GENERATION_TOP_P", "3.0")
+    with pytest.raises(ConfigError, match="^environment: generation.top_p.*3.0"):
+        load_settings()
+    assert load_settings({"generation.top_p": "0.5"}).generation.top_p == 0.5  # a flag fixes both
+
+
+def test_render_round_trips_strings_with_newlines_and_control_characters():
+    s = load_settings({"system_prompt": 'line one\nline "two"\ttab \\ back\x01\x7f end'})
+    path = write_config(render_toml(s))
+    assert load_settings(config_path=path) == s
