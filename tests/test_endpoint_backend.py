@@ -247,7 +247,7 @@ def test_base_url_normalisation(given, expected):
     assert normalize_base_url(given) == expected
 
 
-@pytest.mark.parametrize("bad", ["ftp://host/v1", "http://", "http://host:99999/v1"])
+@pytest.mark.parametrize("bad", ["ftp://host/v1", "http://", "http://host:99999/v1", "http://[::1", "http://[::1/v1"])
 def test_bad_urls_are_usage_errors(bad):
     with pytest.raises(UsageError):
         normalize_base_url(bad)

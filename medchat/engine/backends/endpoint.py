@@ -248,7 +248,10 @@ def normalize_base_url(url: str) -> str:
     url = url.strip()
     if "://" not in url:
         url = "http://" + url
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket: http://[::1
+        raise UsageError(f"endpoint must be an http(s) URL like http://127.0.0.1:8000/v1, got {url!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(f"endpoint must be an http(s) URL like http://127.0.0.1:8000/v1, got {url!r}")
     try:
