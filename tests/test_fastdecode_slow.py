@@ -53,3 +53,25 @@ def test_fast_path_keeps_the_adapters_greedy_tokens(embedded_model, random_adapt
     fast.set_adapter(None)  # rebuilt from the base weights: the adapter's effect is gone
     plain = list(stream_events(fast, MSGS, GREEDY))[-1]
     assert plain.reasoning + plain.answer != text
+
+
+def test_bitsandbytes_4bit_weights_are_dequantised_exactly(embedded_model_dir):
+    """The CUDA default model is a bitsandbytes 4-bit checkpoint: the decoder dequantises it."""
+    pytest.importorskip("bitsandbytes")
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from medchat.engine.fastdecode import FastDecoder
+
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                           bnb_4bit_compute_dtype=torch.bfloat16)
+
+    def load():
+        return AutoModelForCausalLM.from_pretrained(embedded_model_dir, dtype=torch.bfloat16, quantization_config=q,
+                                                    device_map="cpu").eval()
+
+    ids = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 2, 198, 1, 4093, 198, 1780, 314, 2, 198, 1, 520, 9531, 198]
+    x = torch.tensor([ids])
+    want = load().generate(x, attention_mask=torch.ones_like(x), max_new_tokens=20, min_new_tokens=20,
+                           do_sample=False)[0, len(ids):].tolist()
+    assert list(FastDecoder(load()).generate(ids, GenerationSettings(temperature=0.0, max_new_tokens=20))) == want
