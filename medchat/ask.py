@@ -27,31 +27,45 @@ def run_ask(settings: Settings, question: str, *, as_json: bool = False, show_re
     messages = [Message("system", settings.system_prompt)] if settings.system_prompt else []
     messages.append(Message("user", question))
     in_reasoning = False
+    answered = False
     done: GenerationDone | None = None
-    for event in stream_events(backend, messages, settings.generation):
-        if isinstance(event, ReasoningDelta):
-            if show_reasoning and not as_json:
-                if not in_reasoning and tty:
-                    err.write(DIM)
-                in_reasoning = True
-                err.write(event.text)
-                err.flush()
-        elif isinstance(event, AnswerDelta):
-            if in_reasoning:
-                err.write((RESET if tty else "") + "\n\n")
-                err.flush()
-                in_reasoning = False
-            if not as_json:
-                sys.stdout.write(event.text)
-                sys.stdout.flush()
-        elif isinstance(event, GenerationDone):
-            done = event
-        elif isinstance(event, GenerationFailed):
-            if in_reasoning and tty:
-                err.write(RESET + "\n")
-            if os.environ.get("MEDCHAT_DEBUG") == "1" and event.exception is not None:
-                raise event.exception
-            raise (HardwareError if event.out_of_memory else BackendError)(event.error)
+    try:
+        for event in stream_events(backend, messages, settings.generation):
+            if isinstance(event, ReasoningDelta):
+                if show_reasoning and not as_json:
+                    if not in_reasoning and tty:
+                        err.write(DIM)
+                    in_reasoning = True
+                    err.write(event.text)
+                    err.flush()
+            elif isinstance(event, AnswerDelta):
+                if in_reasoning:
+                    err.write((RESET if tty else "") + "\n\n")
+                    err.flush()
+                    in_reasoning = False
+                if not as_json:
+                    sys.stdout.write(event.text)
+                    sys.stdout.flush()
+                    answered = answered or bool(event.text)
+            elif isinstance(event, GenerationDone):
+                done = event
+            elif isinstance(event, GenerationFailed):
+                if in_reasoning and tty:
+                    err.write(RESET + "\n")
+                if answered:
+                    sys.stdout.write("\n")
+                if os.environ.get("MEDCHAT_DEBUG") == "1" and event.exception is not None:
+                    raise event.exception
+                raise (HardwareError if event.out_of_memory else BackendError)(event.error)
+    except KeyboardInterrupt:
+        # Ctrl+C mid-reply: leave the terminal undimmed and the shell prompt on a line of its own.
+        if in_reasoning:
+            err.write((RESET if tty else "") + "\n")
+            err.flush()
+        if answered:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        raise
     if in_reasoning:
         err.write((RESET if tty else "") + "\n")
     assert done is not None
