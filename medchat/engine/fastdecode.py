@@ -339,7 +339,10 @@ class FastDecoder:
             raise FastPathUnavailable("layers differ in shape")
         self.compiled = compile
         self._pre_c = self._post_c = None
-        if compile:  # fuse the small ops around the matmuls; the decode step (T = 1) only
+        # experimental, off in medchat: torch.compile of the per-layer pieces of the decode step. With
+        # torch 2.11 it failed inside medchat's CUDA graph capture (a caching-allocator assert; see
+        # benchmarks/RESULTS.md); kept for experiments (benchmarks/decode_probe.py ... compile)
+        if compile:
             import torch
 
             self._pre_c = torch.compile(_pre_attention, fullgraph=True, dynamic=False)
