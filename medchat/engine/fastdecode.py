@@ -331,6 +331,7 @@ class FastDecoder:
                 self.lm_head = _Linear(*cast(_take([head], dev)) if not tied else (self.embed, None), quantize)
             self._rotary = inner.rotary_emb
         first = self.layers[0]
+        self.int4 = first.qkv.int4  # False when int4 was asked for but the shapes do not allow it
         self._pre_dims = (self.n_heads, self.n_kv, self.head_dim, self.eps, first.qkv.spec(), self.fused_ops)
         self._post_dims = (self.eps, first.o.spec(), first.gate_up.spec(), first.down.spec(), self.fused_ops)
         if any((l.qkv.spec(), l.o.spec(), l.gate_up.spec(), l.down.spec())
@@ -368,7 +369,7 @@ class FastDecoder:
     # -- description ----------------------------------------------------------------------------
     def describe(self) -> str:
         parts = ["medchat decode loop"]
-        if self.quantize == "int4":
+        if self.int4:
             parts.append("int4 g128 (torchao tile-packed)")
         if self.compiled:
             parts.append("torch.compile")

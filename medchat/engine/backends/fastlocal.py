@@ -189,7 +189,7 @@ def _build(resolved: ResolvedModel, settings: Settings, device: str, weights: st
         say("quantising to int4 for the fast decode path")
     decoder = FastDecoder(model, quantize=weights, device=device)  # type: ignore[arg-type]
     _free_gpu()
-    quant = "int4" if weights == "int4" else "none"
+    quant = "int4" if decoder.int4 else "none"
     info = BackendInfo(
         backend="hf",
         model=resolved.name,
