@@ -46,6 +46,7 @@ def run_bench(settings: Any, *, new_tokens: int, train: bool, train_steps: int, 
     result: dict[str, Any] = {"device": {}, "versions": {}, "settings": {
         "model": settings.model, "adapter": settings.adapter, "backend": settings.backend,
         "decoder": settings.decoder, "device": settings.device, "quantize": settings.quantize,
+        "endpoint": settings.endpoint,
         "max_new_tokens": new_tokens, "greedy": True, "question": QUESTION,
     }, "figures": {}, "ratios": {}}
     say("timing `medchat --help` start-up")
@@ -57,7 +58,7 @@ def run_bench(settings: Any, *, new_tokens: int, train: bool, train_steps: int, 
     result["backend_info"] = engine.pop("backend_info", {})
     result["figures"]["engine"] = engine
     tokens = engine.get("completion_tokens", new_tokens)
-    if references and tokens > 1:
+    if references and tokens > 1 and not settings.endpoint:  # an endpoint has no local model to compare
         spec_ref = {**spec, "tokens": tokens}
         say(f"measuring plain model.generate ({tokens} tokens)")
         result["figures"]["generate"] = _worker("generate", spec_ref, say)
@@ -76,7 +77,7 @@ def run_bench(settings: Any, *, new_tokens: int, train: bool, train_steps: int, 
 
 
 SETTING_KEYS = ("model", "adapter", "backend", "decoder", "device", "quantize", "dtype", "offline",
-                "system_prompt")
+                "system_prompt", "endpoint", "api_key")
 
 
 def _settings_dict(settings: Any) -> dict:
