@@ -4,12 +4,16 @@ Reasoning can run to tens of thousands of tokens. One Markdown widget holding al
 with every paragraph: each appended batch re-lays-out every block. So the text is kept in a column of
 Markdown chunks. Only the last chunk streams (through ``Markdown.get_stream()``); when it passes
 CHUNK_CHARS it is closed at the next paragraph break outside a code fence, rendered once in full with
-``update()``, and a new chunk starts. Closed chunks never change, so their layout stays cached.
+``update()``, and a new chunk starts. Closed chunks never change: once laid out, each gets its
+height pinned (a fixed ``height``), so the column's layout pass never measures their text again, and
+chunks far off screen are not displayed (see `ChunkBox`): the cost of a batch depends on the live
+chunk and the screen, not on the length of the text. A change of width unpins them (their text
+wraps anew) and pins them again after the next layout.
 """
 
 from __future__ import annotations
 
-from textual.containers import Vertical
+from textual.containers import ScrollableContainer, Vertical
 from textual.widgets import Markdown
 from textual.widgets.markdown import MarkdownStream
 
@@ -54,10 +58,40 @@ def split_chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
     return chunks
 
 
+class ChunkBox(Vertical):
+    """Holds one chunk. Once its chunk is closed and laid out, the box's height is pinned, and while
+    the box is far outside the visible part of the screen its Markdown is not displayed at all: Textual
+    re-lays-out and re-composes every displayed widget on each layout pass, so hiding the paragraphs
+    of off-screen chunks keeps that pass as cheap at 20,000 tokens as at 1,000."""
+
+    DEFAULT_CSS = "ChunkBox { height: auto; }"
+
+    def __init__(self, text: str = "") -> None:
+        super().__init__()
+        self.markdown = Markdown(text)
+        self.pinned = 0  # pinned height, 0 while free
+
+    def compose(self):
+        yield self.markdown
+
+    def pin(self, height: int) -> None:
+        self.pinned = height
+        self.styles.height = height
+
+    def unpin(self) -> None:
+        self.pinned = 0
+        self.styles.height = "auto"
+        self.markdown.display = True
+
+    def show(self, visible: bool) -> None:
+        if self.pinned and self.markdown.display != visible:
+            self.markdown.display = visible
+
+
 class StreamingMarkdown(Vertical):
     DEFAULT_CSS = """
     StreamingMarkdown { height: auto; }
-    StreamingMarkdown > Markdown { margin: 0; padding: 0; background: transparent; }
+    StreamingMarkdown Markdown { margin: 0; padding: 0; background: transparent; }
     """
 
     def __init__(self, *, classes: str | None = None, chunk_chars: int = CHUNK_CHARS) -> None:
@@ -65,17 +99,28 @@ class StreamingMarkdown(Vertical):
         self.chunk_chars = chunk_chars
         self._texts: list[str] = [""]
         self._stream: MarkdownStream | None = None
+        self._pinned_width = 0
 
     def compose(self):
-        yield Markdown("")
+        yield ChunkBox()
+
+    def on_mount(self) -> None:
+        # Scrolling any scroll box around this one changes which chunks are on screen.
+        for ancestor in self.ancestors:
+            if isinstance(ancestor, ScrollableContainer):
+                self.watch(ancestor, "scroll_y", self._scrolled, init=False)
 
     @property
     def source(self) -> str:
         return "".join(self._texts)
 
     @property
+    def boxes(self) -> list[ChunkBox]:
+        return list(self.query_children(ChunkBox))
+
+    @property
     def chunks(self) -> list[Markdown]:
-        return list(self.query_children(Markdown))
+        return [box.markdown for box in self.boxes]
 
     async def write(self, text: str) -> None:
         """Append streamed text."""
@@ -89,13 +134,63 @@ class StreamingMarkdown(Vertical):
             cut += room
             await self._write_current(text[:cut])
             await self._close_current()
-            await self.mount(Markdown(""))
+            await self.mount(ChunkBox())
             self._texts.append("")
             text = text[cut:]
 
+    # -- pinning and culling ----------------------------------------------------------------------
+    def _settle(self) -> None:
+        """After a layout: pin the closed chunks laid out at this width, then hide far-away ones."""
+        if not self.is_attached:
+            return
+        width = self.size.width
+        boxes = self.boxes
+        live = boxes[-1] if self._stream is not None else None
+        if width > 0:
+            for box in boxes:
+                if box is live or box.pinned:
+                    continue
+                height = box.outer_size.height
+                if height > 0 and box.outer_size.width == width:
+                    box.pin(height)
+                    self._pinned_width = width
+        self._cull(boxes)
+
+    def _cull(self, boxes: list[ChunkBox] | None = None) -> None:
+        boxes = self.boxes if boxes is None else boxes
+        try:
+            geometry = self.screen.find_widget(self)
+        except Exception:  # noqa: BLE001 - not on screen (collapsed pane, other screen): hide all
+            geometry = None
+        if geometry is None or not geometry.clip.overlaps(geometry.region):
+            for box in boxes:
+                box.show(False)
+            return
+        # Keep a screen's height of margin shown on each side, so scrolling never reveals a gap.
+        margin = self.screen.size.height
+        top, bottom = geometry.clip.y - margin, geometry.clip.bottom + margin
+        y = geometry.region.y + self.styles.gutter.top
+        for box in boxes:
+            height = box.pinned or box.outer_size.height
+            box.show(y + height > top and y < bottom)
+            y += height
+
+    def _scrolled(self) -> None:
+        self.call_after_refresh(self._cull)
+
+    def on_resize(self) -> None:
+        if self.size.width != self._pinned_width:
+            for box in self.boxes:  # the text wraps anew at this width: measure it once more
+                if box.pinned:
+                    box.unpin()
+        self.call_after_refresh(self._settle)
+
+    # -- streaming --------------------------------------------------------------------------------
     async def _write_current(self, text: str) -> None:
         if self._stream is None:
-            self._stream = Markdown.get_stream(self.chunks[-1])
+            box = self.boxes[-1]
+            box.unpin()  # streams again (a continued reply): it grows
+            self._stream = Markdown.get_stream(box.markdown)
         self._texts[-1] += text
         await self._stream.write(text)
 
@@ -104,7 +199,10 @@ class StreamingMarkdown(Vertical):
         if self._stream is not None:
             await self._stream.stop()
             self._stream = None
-        await self.chunks[-1].update(self._texts[-1])
+        box = self.boxes[-1]
+        box.unpin()
+        await box.markdown.update(self._texts[-1])
+        self.call_after_refresh(self._settle)
 
     async def finish(self, text: str) -> None:
         """The stream ended and ``text`` is the whole document: one exact, full render."""
@@ -119,12 +217,14 @@ class StreamingMarkdown(Vertical):
             await self._stream.stop()
             self._stream = None
         texts = split_chunks(text, self.chunk_chars)
-        existing = self.chunks
-        for widget in existing[len(texts):]:
-            await widget.remove()
+        existing = self.boxes
+        for box in existing[len(texts):]:
+            await box.remove()
         for i, chunk in enumerate(texts):
             if i < len(existing):
-                await existing[i].update(chunk)
+                existing[i].unpin()
+                await existing[i].markdown.update(chunk)
             else:
-                await self.mount(Markdown(chunk))
+                await self.mount(ChunkBox(chunk))
         self._texts = texts
+        self.call_after_refresh(self._settle)
