@@ -416,26 +416,32 @@ class FastDecoder:
         cos = self._cos.index_select(0, positions)[:, None]  # [T, 1, hd]
         sin = self._sin.index_select(0, positions)[:, None]
         keys = torch.arange(attn_len, device=ids.device)
-        mask = torch.where(keys[None] <= positions[:, None], 0.0, float("-inf"))  # [T, L]
+        mask = torch.where(keys[None] <= positions[:, None], 0.0, float("-inf")).to(x.dtype)  # [T, L]
         if self.fused_ops:  # rows ordered (group, T) like the grouped queries below
-            mask = mask.to(x.dtype).repeat(group, 1)
+            mask = mask.repeat(group, 1)
+        else:  # as transformers calls SDPA: no mask for one new token over exactly its keys, causal for
+            # a fresh prompt (the CPU path attends over exactly the positions so far)
+            causal = T > 1 and T == attn_len
+            sdpa_mask = None if causal or (T == 1 and not self.cuda_graphs) else mask
         cache = self._cache
         for i, layer in enumerate(self.layers):
             q, k, v = pre(x, layer.ln1, *layer.qkv.args(), layer.q_norm, layer.k_norm, cos, sin, self._pre_dims)
             kc, vc = cache[i, 0], cache[i, 1]  # [nkv, cap, hd]
             kc.index_copy_(1, positions, k.transpose(0, 1))
             vc.index_copy_(1, positions, v.transpose(0, 1))
-            # grouped-query attention without copying K/V: each KV head's query rows side by side
-            qg = q.view(T, nkv, group, hd).permute(1, 2, 0, 3).reshape(nkv, group * T, hd)
-            if self.fused_ops:  # scale, mask and q @ k^T in one kernel; softmax accumulates in fp32
+            if self.fused_ops:
+                # grouped-query attention without copying K/V: each KV head's query rows side by side;
+                # scale, mask and q @ k^T in one kernel; softmax accumulates in fp32
+                qg = q.view(T, nkv, group, hd).permute(1, 2, 0, 3).reshape(nkv, group * T, hd)
                 scores = torch.baddbmm(mask, qg, kc[:, :attn_len].transpose(1, 2), alpha=self.scale)
-                probs = torch.softmax(scores, dim=-1)
-            else:  # transformers' order of operations
-                scores = torch.bmm(qg, kc[:, :attn_len].transpose(1, 2)).view(nkv, group, T, attn_len)
-                scores = scores.to(torch.float32) * self.scale + mask
-                probs = torch.softmax(scores, dim=-1).to(x.dtype).view(nkv, group * T, attn_len)
-            att = torch.bmm(probs, vc[:, :attn_len]).view(nkv, group, T, hd)
-            att = att.permute(2, 0, 1, 3).reshape(T, nq * hd)
+                att = torch.bmm(torch.softmax(scores, dim=-1), vc[:, :attn_len]).view(nkv, group, T, hd)
+                att = att.permute(2, 0, 1, 3).reshape(T, nq * hd)
+            else:  # transformers' own kernel, called the way it calls it (one op, the same numbers)
+                att = torch.nn.functional.scaled_dot_product_attention(
+                    q.transpose(0, 1)[None], kc[None, :, :attn_len], vc[None, :, :attn_len],
+                    attn_mask=sdpa_mask, is_causal=causal, scale=self.scale, enable_gqa=True,
+                )  # [1, nq, T, hd]
+                att = att[0].transpose(0, 1).reshape(T, nq * hd)
             x = post(x, att, *layer.o.args(), layer.ln2, *layer.gate_up.args(), *layer.down.args(),
                      self._post_dims)
         x = _rms(x[-1:], self.norm, self.eps, self.fused_ops)
