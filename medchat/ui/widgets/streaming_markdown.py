@@ -158,6 +158,8 @@ class StreamingMarkdown(Vertical):
 
     def _cull(self, boxes: list[ChunkBox] | None = None) -> None:
         boxes = self.boxes if boxes is None else boxes
+        if not any(box.pinned for box in boxes):
+            return  # nothing closed yet: every chunk stays displayed
         try:
             geometry = self.screen.find_widget(self)
         except Exception:  # noqa: BLE001 - not on screen (collapsed pane, other screen): hide all
