@@ -324,7 +324,8 @@ def resolve_model(
     asked = spec
     if spec == "auto":
         spec = AUTO_CUDA if device == "cuda" else AUTO_CPU
-    if spec == EMBEDDED:
+    if spec == EMBEDDED or (spec == EMBEDDED_ID and not hub_cached(EMBEDDED_ID)):
+        # The embedded model *is* SmolLM2-135M-Instruct: adapters trained on it record that hub id.
         return ResolvedModel(EMBEDDED, EMBEDDED_ID, str(pull(EMBEDDED, progress)))
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".gguf":
