@@ -23,6 +23,8 @@ index = folder / "model.safetensors.index.json"
 shard = json.loads(index.read_text())["weight_map"]["lm_head.weight"] if index.exists() else "model.safetensors"
 tensors = load_file(folder / shard)
 tensors["lm_head.weight"][n_tok:] = 0
-tensors["lm_head.weight"][tok.all_special_ids] = 0  # never EOS: every run decodes the same length
+# never EOS (every run decodes the same length) nor another special token (skipped when decoded)
+special = set(tok.all_special_ids) | {i for i, t in tok.added_tokens_decoder.items() if t.special}
+tensors["lm_head.weight"][sorted(special)] = 0
 save_file(tensors, folder / shard, metadata={"format": "pt"})
-print(json.dumps({"zeroed_rows_from": n_tok, "of": tensors["lm_head.weight"].shape[0], "shard": shard}))
+print(json.dumps({"zeroed_rows_from": n_tok, "special_zeroed": sorted(special), "of": tensors["lm_head.weight"].shape[0], "shard": shard}))
