@@ -218,6 +218,18 @@ def test_a_server_that_ignores_stream_true_still_works(scripted):
     assert (done.reasoning, done.answer) == ("r", "a")
 
 
+def test_a_stream_cut_off_mid_reply_is_a_failure_not_a_finished_answer(scripted):
+    # The server died mid-reply: no finish_reason, no [DONE]. The partial text stays, marked failed.
+    chunk = "data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": "<think>half a tho"}}]}) + "\n\n"
+    scripted.script = (200, "text/event-stream", chunk.encode())
+    failed = run(EndpointBackend(url(scripted)))[-1]
+    assert isinstance(failed, GenerationFailed) and "before the reply was finished" in failed.error
+    assert failed.reasoning == "half a tho"
+    only_done = "data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": "ok"}}]}) + "\n\ndata: [DONE]\n\n"
+    scripted.script = (200, "text/event-stream", only_done.encode())  # [DONE] alone also ends a reply
+    assert run(EndpointBackend(url(scripted)))[-1].answer == "ok"
+
+
 def test_http_errors_become_one_line(scripted):
     scripted.script = (500, "text/html", b"<html>\nInternal Server Error\n</html>")
     failed = run(EndpointBackend(url(scripted)))[-1]

@@ -183,7 +183,8 @@ class EndpointBackend:
         try:
             streamed = "json" not in (response.getheader("Content-Type") or "")
             # A server that ignores stream=true answers with one JSON completion instead.
-            payloads = sse_payloads(response) if streamed else [as_chunk(json.loads(response.read()))]
+            ended: list[bool] = [] if streamed else [True]  # [DONE] or a finish_reason: the reply is whole
+            payloads = sse_payloads(response, ended) if streamed else [as_chunk(json.loads(response.read()))]
             for payload in payloads:
                 if cancel.is_set():
                     break
@@ -204,7 +205,10 @@ class EndpointBackend:
                         produced += 1
                         yield RawText(text, 1)
                     if choice.get("finish_reason"):
+                        ended.append(True)
                         reason = "length" if choice["finish_reason"] == "length" else "stop"
+            if not ended and not cancel.is_set():  # the connection dropped mid-reply (server died)
+                raise BackendError(f"{self.base_url} closed the stream before the reply was finished")
         except (OSError, http.client.HTTPException, ValueError) as exc:
             if not cancel.is_set():
                 raise BackendError(f"{self.base_url} closed the stream: {exc or type(exc).__name__}") from None
@@ -295,8 +299,8 @@ def as_chunk(completion: Any) -> dict[str, Any]:
     return {"choices": choices, "usage": completion.get("usage"), "error": completion.get("error")}
 
 
-def sse_payloads(response: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:
-    """The JSON objects of a server-sent event stream, up to ``data: [DONE]``."""
+def sse_payloads(response: http.client.HTTPResponse, done: list[bool] | None = None) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a server-sent event stream, up to ``data: [DONE]`` (which appends True to ``done``)."""
     data: list[str] = []
     while True:
         line = response.readline()
@@ -310,6 +314,8 @@ def sse_payloads(response: http.client.HTTPResponse) -> Iterator[dict[str, Any]]
             continue  # comments (": ping"), event names, ids
         joined, data = "\n".join(data), []
         if joined.strip() == "[DONE]":
+            if done is not None:
+                done.append(True)
             return
         payload = json.loads(joined)
         if isinstance(payload, dict):
