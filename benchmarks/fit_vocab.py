@@ -25,6 +25,8 @@ tensors = load_file(folder / shard)
 tensors["lm_head.weight"][n_tok:] = 0
 # never EOS (every run decodes the same length) nor another special token (skipped when decoded)
 special = set(tok.all_special_ids) | {i for i, t in tok.added_tokens_decoder.items() if t.special}
+# and never a lone byte that is not a whole character (random picks would never form valid UTF-8)
+special |= {i for i in range(n_tok) if "\ufffd" in tok.decode([i])}
 tensors["lm_head.weight"][sorted(special)] = 0
 save_file(tensors, folder / shard, metadata={"format": "pt"})
-print(json.dumps({"zeroed_rows_from": n_tok, "special_zeroed": sorted(special), "of": tensors["lm_head.weight"].shape[0], "shard": shard}))
+print(json.dumps({"zeroed_rows_from": n_tok, "rows_zeroed_below_vocab": len(special), "of": tensors["lm_head.weight"].shape[0], "shard": shard}))

@@ -133,3 +133,18 @@ def test_detokenizer_streams_whole_characters():
     pieces = [detok.push(i) for i in ids] + [detok.flush()]
     assert "".join(pieces) == text
     assert all("\ufffd" not in p for p in pieces)
+
+
+def test_detokenizer_does_not_hold_invalid_bytes_forever():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(["ab"], trainers.BpeTrainer(vocab_size=260, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok)
+    lone = [i for i in range(len(hf)) if hf.decode([i]) == "\ufffd"][:1] * 6  # a continuation byte, repeated
+    detok = IncrementalDetokenizer(hf)
+    assert "".join(detok.push(i) for i in lone[:3]) == ""  # could still become a character
+    assert "\ufffd" in detok.push(lone[3])  # four bytes that are no character: shown

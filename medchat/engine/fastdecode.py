@@ -622,7 +622,8 @@ class FastDecoder:
 
 class IncrementalDetokenizer:
     """Turns a growing list of token ids into text deltas without re-decoding everything, holding
-    back bytes that do not yet form a whole character (a multi-byte character split over tokens)."""
+    back bytes that do not yet form a whole character (a multi-byte character split over tokens),
+    for at most 4 tokens (a character has at most 4 bytes; longer runs are invalid and shown as is)."""
 
     def __init__(self, tokenizer: Any, skip_special_tokens: bool = True, window: int = 6) -> None:
         self.tokenizer = tokenizer
@@ -640,7 +641,9 @@ class IncrementalDetokenizer:
         self.ids.append(token)
         before = self._decode(self.ids[self.prefix : self.read])
         now = self._decode(self.ids[self.prefix :])
-        if len(now) > len(before) and not now.endswith("\ufffd"):
+        # a character is at most 4 bytes: bytes still invalid after 4 tokens are emitted as they are
+        stuck = len(self.ids) - self.read >= 4
+        if len(now) > len(before) and (not now.endswith("\ufffd") or stuck):
             delta = now[len(before) :]
             self.read = len(self.ids)
             self.prefix = max(self.prefix, self.read - self.window)
