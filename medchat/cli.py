@@ -120,7 +120,10 @@ def config_init(force: bool) -> None:
     if path.exists() and not force:
         raise MedchatError(f"{path} already exists (use --force to overwrite)")
     header = "# medchat configuration. Uncomment a key to change it.\n# Precedence: defaults < this file < MEDCHAT_* variables < flags.\n\n"
-    atomic_write_text(path, header + render_toml(Settings(), commented=True))
+    try:
+        atomic_write_text(path, header + render_toml(Settings(), commented=True))
+    except OSError as exc:
+        raise MedchatError(f"cannot write {path}: {exc.strerror or exc}") from exc
     click.echo(str(path))
 
 
@@ -157,7 +160,10 @@ def history_export(conversation_id: int, fmt: str, output: str | None) -> None:
     with HistoryStore() as store:
         text = export(store.load(conversation_id), fmt)
     if output:
-        atomic_write_text(Path(output), text)
+        try:
+            atomic_write_text(Path(output), text)
+        except OSError as exc:
+            raise MedchatError(f"cannot write {output}: {exc.strerror or exc}") from exc
     else:
         click.echo(text, nl=False)
 

@@ -91,3 +91,10 @@ def test_usage_errors_are_one_line():
     assert "--help" in medchat("ask", "--bogus", "hi").stderr
     r = medchat("config")  # a bare command group still shows its help
     assert "Usage:" in r.stdout + r.stderr and "init" in r.stdout + r.stderr
+
+
+def test_unwritable_config_or_export_target_is_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    r = medchat("config", "init", env={"MEDCHAT_HOME": str(blocker / "home")})  # a file where a folder must go
+    assert r.returncode == 1 and r.stderr.startswith("medchat: error: cannot write") and "Traceback" not in r.stderr
