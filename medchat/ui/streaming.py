@@ -18,9 +18,9 @@ from textual.message import Message
 
 from medchat.engine.events import AnswerDelta, Event, GenerationDone, GenerationFailed, ReasoningDelta
 
-MIN_INTERVAL = 1 / 30  # at most ~30 UI updates a second: smooth to read
+MIN_INTERVAL = 0.1  # at most 10 UI updates a second: smooth to read, and each is a full layout pass
 MAX_INTERVAL = 0.5  # and at least two, however slow drawing is
-UI_DUTY = 0.1  # share of one core the UI may spend drawing while a reply streams
+UI_DUTY = 0.05  # share of one core the UI may spend drawing while a reply streams
 
 
 class Chunk:
