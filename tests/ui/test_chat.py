@@ -370,3 +370,30 @@ async def test_long_reasoning_streams_in_chunks_and_renders_exactly():
         assert body.source == "".join(paragraphs)
         assert "".join(chunk.source for chunk in body.chunks) == body.source
         assert view.answer_md.source == "Short answer."
+
+
+async def test_closed_chunks_keep_a_fixed_height_are_hidden_off_screen_and_follow_resizes():
+    paragraphs = [f"Paragraph {i}: " + "word " * 80 + "\n\n" for i in range(60)]
+    backend = FakeBackend([["<think>"] + paragraphs + ["</think>"]])  # no answer: the reasoning stays open
+    app = app_with(backend)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await ask(pilot, "q")
+        await idle(pilot)
+        (view,) = turns(app)
+        boxes = view.reasoning_md.boxes
+        await until(pilot, lambda: all(box.pinned for box in boxes) and not boxes[0].markdown.display)
+        assert boxes[-1].markdown.display  # the end is on screen (the scroll box follows the stream)
+        shown = [box for box in boxes if box.markdown.display]
+        assert all(box.pinned == box.markdown.outer_size.height for box in shown)
+        wide = sum(box.pinned for box in boxes)
+
+        await pilot.resize_terminal(60, 30)  # narrower: every chunk wraps onto more lines
+        await until(pilot, lambda: all(box.pinned for box in boxes) and sum(b.pinned for b in boxes) > wide)
+        shown = [box for box in boxes if box.markdown.display]
+        assert all(box.pinned == box.markdown.outer_size.height for box in shown)
+
+        view.query_one(".reasoning-scroll").scroll_home(animate=False)
+        await until(pilot, lambda: boxes[0].markdown.display)
+        await pilot.pause()
+        assert boxes[0].pinned == boxes[0].markdown.outer_size.height
