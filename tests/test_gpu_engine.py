@@ -1,7 +1,7 @@
 """The engine on CUDA (run on a GPU machine; skipped elsewhere).
 
-MEDCHAT_GPU_MODEL names a local model folder, e.g. the random-init 8B shape that the GPU kit's
-mkmodel.py writes: `MEDCHAT_GPU_MODEL=/tmp/l8b python -m pytest -m gpu tests/test_gpu_engine.py -s`.
+GPU_TEST_MODEL names a local model folder, e.g. the random-init 8B shape that the GPU kit's
+mkmodel.py writes: `GPU_TEST_MODEL=/tmp/l8b python -m pytest -m gpu tests/test_gpu_engine.py -s`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
-    pytest.mark.skipif(not os.environ.get("MEDCHAT_GPU_MODEL"), reason="set MEDCHAT_GPU_MODEL to a model folder"),
+    pytest.mark.skipif(not os.environ.get("GPU_TEST_MODEL"), reason="set GPU_TEST_MODEL to a model folder"),
 ]
 
 
@@ -27,7 +27,7 @@ pytestmark = [
 def test_4bit_model_streams_through_the_engine(backend):
     from medchat.engine.backends.local import open_local
 
-    settings = load_settings({"model": os.environ["MEDCHAT_GPU_MODEL"], "backend": backend, "quantize": "4bit",
+    settings = load_settings({"model": os.environ["GPU_TEST_MODEL"], "backend": backend, "quantize": "4bit",
                               "generation.temperature": "0", "generation.max_new_tokens": "128"})
     engine = open_local(settings, print)
     assert engine.info.backend == backend and engine.info.device == "cuda"
