@@ -397,3 +397,27 @@ async def test_closed_chunks_keep_a_fixed_height_are_hidden_off_screen_and_follo
         await until(pilot, lambda: boxes[0].markdown.display)
         await pilot.pause()
         assert boxes[0].pinned == boxes[0].markdown.outer_size.height
+
+
+async def test_reopened_reasoning_shows_its_closed_chunks():
+    paragraphs = [f"Paragraph {i}: " + "word " * 80 + "\n\n" for i in range(60)]
+    backend = FakeBackend([["<think>"] + paragraphs + ["</think>", "Short answer."]])
+    app = app_with(backend)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await ask(pilot, "q")
+        await idle(pilot)
+        (view,) = turns(app)
+        assert view.reasoning_pane.collapsed
+        view.action_toggle_reasoning()
+        boxes = view.reasoning_md.boxes
+        box = view.query_one(".reasoning-scroll")
+        await until(pilot, lambda: box.size.height > 0 and any(b.markdown.display for b in boxes))
+        await pilot.pause()
+        top = box.scroll_y
+        # Whatever part of the reasoning is in view is displayed, with its real height.
+        y = 0
+        for b in boxes:
+            if y + b.outer_size.height > top and y < top + box.size.height:
+                assert b.markdown.display
+            y += b.outer_size.height
