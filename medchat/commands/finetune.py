@@ -104,7 +104,7 @@ def finetune(recipe: str | None, name: str | None, dry_run: bool, resume: str | 
 
     \b
     Examples:
-      medchat finetune --model smollm2 --dataset sample --max-steps 60
+      medchat finetune --model smollm2 --dataset sample --max-steps 30 --learning-rate 1e-3
       medchat finetune --recipe C --samples 500
       medchat finetune --dataset ./rows.jsonl --columns question=q,answer=a --dry-run
     """
