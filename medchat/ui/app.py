@@ -9,7 +9,7 @@ from textual.app import App, SystemCommand
 from textual.screen import Screen
 
 from medchat.config import Settings
-from medchat.errors import MedchatError
+from medchat.errors import MedchatError, UsageError
 from medchat.ui.screens.chat import BackendFactory, ChatScreen
 
 
@@ -85,8 +85,30 @@ def make_app(
     return MedchatApp(settings, backend_factory, resume=resume)
 
 
+def check_can_start(resume: int | None, stdout=None) -> None:
+    """Refuse, before the app starts, what the app could only report as a toast or as escape codes
+    in a pipe: a conversation id that does not exist, or an output that is not a terminal."""
+    if resume is not None:
+        from medchat import paths
+        from medchat.history import HistoryStore
+
+        missing = MedchatError(f"no conversation {resume} (see medchat history list)")
+        if not paths.history_db().exists():
+            raise missing
+        with HistoryStore() as store:
+            if not any(c.id == resume for c in store.list()):
+                raise missing
+    stdout = stdout if stdout is not None else sys.stdout
+    if not stdout.isatty():
+        raise UsageError(
+            "the chat needs a terminal, but standard output is not one; "
+            "for scripts and pipes use `medchat ask QUESTION`"
+        )
+
+
 def run_chat(settings: Settings, resume: int | None = None) -> None:
     """Run the chat; a model that failed to load becomes the CLI's one-line error and exit code."""
+    check_can_start(resume)
     tune_interpreter()
     app = make_app(settings, resume=resume)
     app.run()

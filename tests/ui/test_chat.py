@@ -352,6 +352,7 @@ def test_run_chat_raises_the_load_error(monkeypatch):
             self.load_error = ModelUnavailable("gone")
 
     monkeypatch.setattr(app_module, "MedchatApp", Quick)
+    monkeypatch.setattr(app_module, "check_can_start", lambda resume: None)  # pytest's stdout is no tty
     with pytest.raises(ModelUnavailable):
         app_module.run_chat(Settings())
 
