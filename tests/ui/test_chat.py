@@ -422,3 +422,34 @@ async def test_reopened_reasoning_shows_its_closed_chunks():
             if y + b.outer_size.height > top and y < top + box.size.height:
                 assert b.markdown.display
             y += b.outer_size.height
+
+
+async def test_model_fallback_note_stays_in_the_transcript():
+    from medchat.config import Settings
+    from medchat.ui.app import make_app
+
+    note = "auto picked r1-qwen-1.5b, but it is not cached and offline; using the embedded smollm2 model instead"
+
+    def factory(_settings, progress):
+        progress("loading smollm2 on cpu (transformers)")
+        progress(note)
+        return FakeBackend([["Fine."], ["Again."]])
+
+    app = make_app(Settings(), factory)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await pilot.pause(0.1)
+
+        def notes() -> list[str]:
+            return [str(w.render()) for w in app.screen.query(".load-note")]
+
+        assert notes() == [note]  # the warning stays; ordinary progress lines go with the loading view
+        assert any(n.message == note for n in app._notifications)
+        await ask(pilot, "q")
+        await idle(pilot)
+        assert notes() == [note]
+        transcript = app.chat.transcript
+        assert transcript.children[0].has_class("load-note")  # at the top, above the conversation
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert notes() == [note]  # a new chat keeps it

@@ -53,6 +53,12 @@ WELCOME = (
 BackendFactory = Callable[[Settings, Callable[[str], None]], Any]
 
 
+def is_warning(progress_line: str) -> bool:
+    """A loading line the user must still see after loading: the model was not the one asked for."""
+    line = progress_line.strip().lower()
+    return line.startswith(("auto picked", "warning")) or "using the embedded" in line
+
+
 @dataclass
 class LiveTurn:
     """Where a turn in progress belongs, so it is saved correctly even after the view moved on."""
@@ -100,6 +106,7 @@ class ChatScreen(Screen):
         self._live: dict[int, LiveTurn] = {}
         self._next_id = 0
         self._pacer = TakePacer()
+        self.load_notes: list[str] = []  # loading warnings, kept at the top of the transcript
 
     # -- layout ---------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -167,6 +174,8 @@ class ChatScreen(Screen):
     def on_load_progress(self, message: LoadProgress) -> None:
         for view in self.query(LoadingView):
             view.add_line(message.line)
+        if is_warning(message.line):
+            self.load_notes.append(message.line)
 
     async def on_backend_ready(self, message: BackendReady) -> None:
         self.backend = message.backend
@@ -174,6 +183,9 @@ class ChatScreen(Screen):
         self.status.show_info(self.backend.info)
         self.status.state = "ready"
         await self.query(LoadingView).remove()
+        await self._show_load_notes()
+        for note in self.load_notes:
+            self.notify(note, title="Model", severity="warning", timeout=10)
         if self.resume is not None:
             await self.open_conversation(self.resume)
         if not self._views:
@@ -415,6 +427,12 @@ class ChatScreen(Screen):
     async def _clear_transcript(self) -> None:
         await self.transcript.remove_children()
         self._views.clear()
+        await self._show_load_notes()
+
+    async def _show_load_notes(self) -> None:
+        # The loading view (where these first appear) is gone a moment after loading: keep them.
+        for note in self.load_notes:
+            await self.transcript.mount(Static(note, classes="load-note", markup=False))
 
     # -- actions --------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
