@@ -41,7 +41,7 @@ FINETUNE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--grad-accum", "finetune.grad_accum", click.IntRange(min=1), "Gradient accumulation steps."),
     ("--max-steps", "finetune.max_steps", click.IntRange(min=0), "Optimizer steps (0 = use --epochs)."),
     ("--epochs", "finetune.epochs", click.FloatRange(min=0, min_open=True), "Passes over the data (sets --max-steps 0 unless given)."),
-    ("--learning-rate", "finetune.learning_rate", click.FloatRange(min=0, min_open=True), "Peak learning rate."),
+    ("--learning-rate", "finetune.learning_rate", click.FloatRange(min=0, min_open=True), "Peak learning rate (default: auto by model size)."),
     ("--lr-scheduler", "finetune.lr_scheduler", click.Choice(["linear", "cosine", "constant", "constant_with_warmup"]), "Schedule."),
     ("--warmup-steps", "finetune.warmup_steps", click.IntRange(min=0), "Warm-up steps."),
     ("--warmup-ratio", "finetune.warmup_ratio", click.FloatRange(0, 1, max_open=True), "Warm-up share of all steps."),
@@ -104,7 +104,7 @@ def finetune(recipe: str | None, name: str | None, dry_run: bool, resume: str | 
 
     \b
     Examples:
-      medchat finetune --model smollm2 --dataset sample --max-steps 30 --learning-rate 1e-3
+      medchat finetune --model smollm2 --dataset sample --max-steps 30
       medchat finetune --recipe C --samples 500
       medchat finetune --dataset ./rows.jsonl --columns question=q,answer=a --dry-run
     """

@@ -51,6 +51,7 @@ class Plan:
     style: str = "chat_template"
     resolved: Any = None  # medchat.models.ResolvedModel
     notes: list[str] = field(default_factory=list)
+    learning_rate: float = 0.0  # the rate actually used (settles "auto" once the model is loaded)
 
     @property
     def ft(self):
@@ -429,7 +430,7 @@ def trainer_args(plan: Plan, n_rows: int):
         gradient_accumulation_steps=ft.grad_accum,
         max_steps=ft.max_steps if ft.max_steps > 0 else -1,
         num_train_epochs=ft.epochs,
-        learning_rate=ft.learning_rate,
+        learning_rate=plan.learning_rate or ft.learning_rate or 2e-4,
         lr_scheduler_type=ft.lr_scheduler,
         warmup_steps=warmup if ft.warmup_ratio == 0 else 0,
         **({"warmup_ratio": ft.warmup_ratio} if ft.warmup_ratio > 0 else {}),
@@ -470,6 +471,18 @@ class TrainResult:
     steady_tokens_per_second: float | None = None
 
 
+def effective_learning_rate(configured: float, model: Any) -> float:
+    """``configured``, or for 0 ("auto") the seeds' 2e-4 -- 1e-3 for models under 1B parameters.
+
+    Measured on the embedded 135M model: 60 steps at 2e-4 never taught it the <think> format,
+    30 steps at 1e-3 did (5 of 6 held-out replies).
+    """
+    if configured > 0:
+        return configured
+    params = sum(p.numel() for p in model.parameters())
+    return 1e-3 if params < 1_000_000_000 else 2e-4
+
+
 def train(plan: Plan, model: Any, tokenizer: Any, built: Built, say: Say) -> tuple[Any, TrainResult]:
     import datasets
     from datasets import Dataset
@@ -480,6 +493,7 @@ def train(plan: Plan, model: Any, tokenizer: Any, built: Built, say: Say) -> tup
 
     import torch
 
+    plan.learning_rate = effective_learning_rate(plan.ft.learning_rate, model)
     args = trainer_args(plan, len(built.rows))
     dataset = Dataset.from_list(built.rows)
     stop = StopFlag()
@@ -556,6 +570,7 @@ def build_manifest(plan: Plan, tokenizer: Any, built: Built, result: TrainResult
     losses = [l for _, l in result.losses]
     s = settings_dict(plan.settings)
     s.pop("api_key", None)
+    s["finetune"]["learning_rate"] = plan.learning_rate or s["finetune"]["learning_rate"]
     return {
         "format": 1,
         "name": plan.name,

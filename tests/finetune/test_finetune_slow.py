@@ -26,16 +26,16 @@ def test_finetune_creates_an_adapter_that_ask_loads_and_that_changes_output(embe
     assert "tokens per row: min" in dry and "<think>" in dry and "nothing was trained" in dry
     assert adapters.list_adapters() == []
 
-    # Three steps at the default 2e-4 move the logits by ~0.2: real, but too little to flip a greedy
-    # token of a 48-token reply. A higher rate makes "the output changed" a reliable check.
+    # The issue's own command, at the default ("auto") learning rate: 1e-3 for a model this small.
     main(["finetune", "--model", "smollm2", "--dataset", "sample", "--samples", "16", "--max-steps", "3",
-          "--learning-rate", "2e-3", "--eval-rows", "1", "--eval-max-new-tokens", "8", "--name", "smoke"])
+          "--eval-rows", "1", "--eval-max-new-tokens", "8", "--name", "smoke"])
     out = capsys.readouterr().out
     assert "adapter smoke saved" in out and "medchat --model smollm2 --adapter smoke" in out
 
     folder = adapters.store_dir() / "smoke"
     manifest = json.loads((folder / "medchat.json").read_text())
     assert manifest["training"]["steps"] == 3
+    assert manifest["settings"]["finetune"]["learning_rate"] == 1e-3  # "auto" settled for a 135M model
     assert len(manifest["dataset"]["train_indices"]) == 16 and len(manifest["dataset"]["eval_indices"]) == 1
     assert not set(manifest["dataset"]["train_indices"]) & set(manifest["dataset"]["eval_indices"])
     assert manifest["prompt_style"] == "chat_template" and manifest["chat_template_hash"].startswith("sha256:")
