@@ -453,3 +453,69 @@ async def test_model_fallback_note_stays_in_the_transcript():
         await pilot.press("ctrl+n")
         await pilot.pause()
         assert notes() == [note]  # a new chat keeps it
+
+
+async def test_adapter_switch_after_stop_waits_for_the_stopping_reply():
+    import threading
+
+    make_adapter("med", "fake-model")
+
+    class SlowToStop(FakeBackend):
+        """Its current token takes a while: Esc is only seen once ``release`` is set."""
+
+        def __init__(self, *a, **kw) -> None:
+            super().__init__(*a, **kw)
+            self.reached, self.release, self.streaming = threading.Event(), threading.Event(), False
+            self.switched_while_streaming = False
+
+        def stream(self, messages, settings, cancel, continue_final=False):
+            self.streaming = True
+            try:
+                for i, item in enumerate(super().stream(messages, settings, cancel, continue_final)):
+                    if i == 3:
+                        self.reached.set()
+                        self.release.wait(10)
+                    yield item
+            finally:
+                self.streaming = False
+
+        def set_adapter(self, adapter):
+            self.switched_while_streaming |= self.streaming
+            super().set_adapter(adapter)
+
+    backend = SlowToStop([["<think>", "a ", "b ", "c ", "d", "</think>", "answer"]], known_adapters={"med": "fake-model"})
+    app = app_with(backend)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot)
+        await ask(pilot, "q")
+        await until(pilot, backend.reached.is_set)
+        await pilot.press("escape")
+        await pilot.press("f2")  # not refused: the switch waits for the stopping reply
+        await until(pilot, lambda: app.screen.__class__.__name__ == "AdapterPicker")
+        await pilot.press("down", "enter")
+        await until(pilot, lambda: app.screen is app.chat)
+        await pilot.pause(0.1)
+        assert app.chat.switching_adapter and backend.info.adapter == ""  # queued, not yet switched
+        assert not any("Stop the reply first" in n.message for n in app._notifications)
+        backend.release.set()
+        await until(pilot, lambda: backend.info.adapter == "med" and not app.chat.switching_adapter)
+        await idle(pilot)
+        assert not backend.switched_while_streaming
+        assert "adapter: med" in str(app.chat.status.render())
+        assert "Stopped" in str(turns(app)[0].query_one(".turn-status").render())
+
+
+async def test_adapter_picker_is_refused_while_a_reply_streams():
+    make_adapter("med", "fake-model")
+    backend = GatedBackend([["<think>", "a ", "b ", "c", "</think>", "x"]], gate_after=2, known_adapters={"med": "fake-model"})
+    app = app_with(backend)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot)
+        await ask(pilot, "q")
+        await until(pilot, backend.reached.is_set)
+        await pilot.press("f2")
+        await pilot.pause()
+        assert app.screen is app.chat
+        assert any("Stop the reply first" in n.message for n in app._notifications)
+        backend.gate.set()
+        await idle(pilot)

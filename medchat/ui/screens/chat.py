@@ -17,6 +17,7 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
+from textual.worker import Worker, WorkerState
 
 from medchat.config import Settings
 from medchat.engine.events import Event, GenerationDone, GenerationFailed
@@ -102,6 +103,8 @@ class ChatScreen(Screen):
         self.load_error: MedchatError | None = None
         self.generating_turn: int | None = None
         self.switching_adapter = False
+        self.stopping = False  # Esc was pressed; the generation thread ends at its next token
+        self._queued_adapter: str | None = None  # chosen while a stopped reply was winding down
         self._views: dict[int, TurnView] = {}
         self._live: dict[int, LiveTurn] = {}
         self._next_id = 0
@@ -329,7 +332,8 @@ class ChatScreen(Screen):
         live = self._live.pop(turn_id, None)
         if self.generating_turn == turn_id:
             self.generating_turn = None
-            self.status.state = "ready"
+            self.stopping = False
+            self.status.state = "switching adapter…" if self.switching_adapter else "ready"
         view = self._views.get(turn_id)
         if live is not None:
             self._save_live(live, view)
@@ -392,6 +396,7 @@ class ChatScreen(Screen):
             if live is not None:
                 self._save_live(live, self._views.get(turn_id), finish="cancelled")
             self.generating_turn = None
+            self.stopping = False
 
     async def open_conversation(self, conversation_id: int) -> None:
         if self.store is None:
@@ -455,6 +460,7 @@ class ChatScreen(Screen):
     def action_stop(self) -> None:
         if self.session is not None and self.generating_turn is not None:
             self.session.cancel()
+            self.stopping = True
             if view := self._views.get(self.generating_turn):
                 view.set_status("stopping…", "pending")
 
@@ -526,15 +532,37 @@ class ChatScreen(Screen):
     def action_pick_adapter(self) -> None:
         if self.backend is None:
             return
-        if self.generating_turn is not None:
+        if self.generating_turn is not None and not self.stopping:
             self.notify("Stop the reply first (Esc), then switch adapters.", severity="warning")
             return
+        if self.switching_adapter:
+            self.notify("Switching adapter; one moment.", severity="warning")
+            return
+        # A stopped reply may still be winding down: the switch then waits for it (_adapter_chosen).
         self.app.push_screen(AdapterPicker(current=self.backend.info.adapter), self._adapter_chosen)
 
     def _adapter_chosen(self, choice: str | None) -> None:
         if choice is None or choice == (self.backend.info.adapter or ""):
             return
         self.switching_adapter = True
+        if self._generation_running():
+            # The model is still busy with the stopped reply; switching now would race it.
+            self._queued_adapter = choice
+            self.status.state = "switching adapter after the stopped reply…"
+            return
+        self.status.state = "switching adapter…"
+        self._switch_adapter(choice or None)
+
+    def _generation_running(self) -> bool:
+        return any(
+            w.group == "generation" and w.node is self and w.state in (WorkerState.PENDING, WorkerState.RUNNING)
+            for w in self.workers
+        )
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "generation" or self._queued_adapter is None or self._generation_running():
+            return
+        choice, self._queued_adapter = self._queued_adapter, None
         self.status.state = "switching adapter…"
         self._switch_adapter(choice or None)
 
