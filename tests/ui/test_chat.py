@@ -519,3 +519,21 @@ async def test_adapter_picker_is_refused_while_a_reply_streams():
         assert any("Stop the reply first" in n.message for n in app._notifications)
         backend.gate.set()
         await idle(pilot)
+
+
+@pytest.mark.parametrize("width", [60, 100, 120, 160])
+async def test_disclaimer_is_never_cut_off(width):
+    from textual.geometry import Region
+
+    from medchat.ui.screens.chat import DISCLAIMER_LINE
+
+    app = app_with(FakeBackend([]))
+    async with app.run_test(size=(width, 30)) as pilot:
+        await ready(pilot)
+        await pilot.pause()
+        line = app.chat.query_one("#disclaimer")
+        strips = line.render_lines(Region(0, 0, line.size.width, line.size.height))
+        shown = " ".join(" ".join(s.text.split()) for s in strips)
+        assert "…" not in shown
+        assert " ".join(shown.split()) == DISCLAIMER_LINE  # every word, on one or more lines
+        assert line.size.height == (1 if width >= 120 else 2)  # wraps on narrow terminals

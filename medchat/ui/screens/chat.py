@@ -24,7 +24,7 @@ from medchat.engine.events import Event, GenerationDone, GenerationFailed
 from medchat.engine.session import ChatSession
 from medchat.errors import MedchatError, out_of_memory
 from medchat.history import HistoryStore, stored_from_turn, turns_for_session
-from medchat.safety import DISCLAIMER, notice_text
+from medchat.safety import notice_text
 from medchat.ui import clock
 from medchat.ui.messages import (
     AdapterFailed,
@@ -50,6 +50,9 @@ WELCOME = (
     "Enter sends · Ctrl+J newline · Esc stops · Ctrl+R regenerates · Ctrl+N new chat · "
     "F2 adapter · F3 history · Ctrl+P every command"
 )
+
+# Short enough for one line at 120 columns; narrower terminals wrap it (it is never cut off).
+DISCLAIMER_LINE = "medchat gives medical information, not medical advice. In an emergency, call your local emergency number."
 
 BackendFactory = Callable[[Settings, Callable[[str], None]], Any]
 
@@ -116,7 +119,7 @@ class ChatScreen(Screen):
         yield StatusBar(id="status")
         with VerticalScroll(id="transcript"):
             yield LoadingView(*self._loading_text(), id="loading")
-        yield Static(DISCLAIMER, id="disclaimer", markup=False)
+        yield Static(DISCLAIMER_LINE, id="disclaimer", markup=False)
         yield PromptInput(id="prompt")
         yield Footer()
 
