@@ -214,7 +214,10 @@ def train_figures(settings: Any, steps: int, say) -> dict:
                "--max-steps", str(steps), "--name", "bench", "--save-steps", "0", "--eval-rows", "0",
                "--backend", settings.backend, "--device", settings.device, "--quantize", settings.quantize]
         if device == "cuda":
-            cmd += ["--max-seq-length", "2048", "--batch-size", "2", "--grad-accum", "1"]
+            # Rows of about 4,096 real tokens per step, like the raw QLoRA loop's 2 x 2,048 (padding-free
+            # batches carry no padding, so equal tokens per step is the like-for-like comparison).
+            batch = max(1, round(4096 / statistics.median(lengths)))
+            cmd += ["--max-seq-length", "2048", "--batch-size", str(batch), "--grad-accum", "1"]
         else:
             cmd += ["--max-seq-length", "1024", "--batch-size", "1", "--grad-accum", "1"]
         env = {**os.environ, "MEDCHAT_HOME": str(home)}
