@@ -315,6 +315,9 @@ def worker_engine(spec: dict) -> dict:
             elif isinstance(ev, GenerationFailed):
                 raise RuntimeError(ev.error)
         n = done.stats.completion_tokens
+        if first is None:  # the model produced no decodable text: nothing reached the consumer
+            raise RuntimeError(f"the model produced {n} tokens but no text (a random-init model? see "
+                               "benchmarks/fit_vocab.py)")
         runs.append({"ttft_s": round(first - start, 4),
                      "decode_tok_s": round((n - 1) / (last - first), 1) if n > 1 and last > first else 0.0,
                      "completion_tokens": n, "prompt_tokens": done.stats.prompt_tokens,
