@@ -200,7 +200,18 @@ class ChatSession:
         continue_in_reasoning: bool = False,
         extend: bool = False,
     ) -> Iterator[Event]:
-        self._cancel = cancel = threading.Event()
+        # A new cancel flag now, not at the first token: a cancel() before iteration starts counts.
+        self._cancel = threading.Event()
+        return self._events(messages, self._cancel, continue_final, continue_in_reasoning, extend)
+
+    def _events(
+        self,
+        messages: list[Message],
+        cancel: threading.Event,
+        continue_final: bool,
+        continue_in_reasoning: bool,
+        extend: bool,
+    ) -> Iterator[Event]:
         turn = self.turns[-1]
         before_reasoning, before_answer = (turn.reasoning, turn.answer) if extend else ("", "")
         for event in stream_events(

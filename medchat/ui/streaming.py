@@ -1,17 +1,17 @@
 """Hand-over of a reply's events from the worker thread to the UI thread.
 
-A fast backend produces thousands of tokens a second; one UI message per token would make the UI
-thread fight generation for the GIL and redraw far more often than anyone can read. So the worker
-puts events into a `StreamBuffer`, which joins consecutive deltas of one kind and posts a single
-`StreamReady` message when the buffer goes from empty to non-empty. The UI takes everything at
-once, at most every ``interval`` seconds. Nothing is ever held back: whatever arrived is shown at the
-next take, even if the model then stalls.
+A fast backend produces thousands of tokens a second, and on a small machine the generation thread
+and the UI thread share one interpreter lock: every microsecond the hand-over or the UI spends is
+taken from generation. So the worker's side is as cheap as it can be: `pump` appends each event to a
+`StreamBuffer` (a deque append, atomic under the lock) and posts one `StreamReady` message only when
+the UI is not already signalled. The UI joins the deltas when it takes them, and takes no more often
+than `TakePacer` allows. Nothing is ever held back: whatever arrived is shown at the next take.
 """
 
 from __future__ import annotations
 
-import threading
 import time
+from collections import deque
 from typing import Callable, Iterable, Union
 
 from textual.message import Message
@@ -19,8 +19,9 @@ from textual.message import Message
 from medchat.engine.events import AnswerDelta, Event, GenerationDone, GenerationFailed, ReasoningDelta
 
 MIN_INTERVAL = 0.1  # at most 10 UI updates a second: smooth to read, and each is a full layout pass
-MAX_INTERVAL = 0.5  # and at least two, however slow drawing is
-UI_DUTY = 0.05  # share of one core the UI may spend drawing while a reply streams
+MAX_INTERVAL = 1.0  # and at least one, however slow drawing is
+UI_DUTY = 0.04  # share of one core the UI may spend drawing while a reply streams
+FIRST_TAKE_COST = 0.01  # assumed CPU cost of a take before one has been measured (seconds)
 
 
 class Chunk:
@@ -39,6 +40,7 @@ class Chunk:
 
 
 Item = Union[Chunk, GenerationDone, GenerationFailed]
+_KINDS = {ReasoningDelta: "reasoning", AnswerDelta: "answer"}
 
 
 class StreamReady(Message):
@@ -51,46 +53,69 @@ class StreamReady(Message):
 
 
 class StreamBuffer:
-    """Thread-safe queue of one reply's items; ``put`` from the worker, ``take`` from the UI."""
+    """One reply's events; ``put`` from the worker, ``take`` from the UI.
+
+    Holds events, or bare strings: one more token of the kind of the event before (see `pump`).
+    No lock: ``deque.append``/``popleft`` are atomic, only the worker sets ``signalled`` and only the
+    UI clears it, and the UI clears it *before* draining, so an event appended after the drain finds
+    it cleared and posts again.
+    """
 
     def __init__(self, turn_id: int, post: Callable[[Message], object]) -> None:
         self.turn_id = turn_id
         self._post = post
-        self._lock = threading.Lock()
-        self._items: list[Item] = []
-        self._signalled = False
+        self.events: deque[Event | str] = deque()
+        self.signalled = False
+        self._kind = ""  # pane of the last delta taken
 
     def put(self, event: Event) -> None:
-        if isinstance(event, (ReasoningDelta, AnswerDelta)):
-            kind = "reasoning" if isinstance(event, ReasoningDelta) else "answer"
-        else:
-            kind = ""
-        with self._lock:
-            last = self._items[-1] if self._items else None
-            if kind and isinstance(last, Chunk) and last.kind == kind:
-                last.parts.append(event.text)
-                last.tokens += event.tokens
-            else:
-                self._items.append(Chunk(kind, event.text, event.tokens) if kind else event)
-            if self._signalled:
-                return
-            self._signalled = True
+        self.events.append(event)  # always whole (only `pump` appends bare text)
+        if not self.signalled:
+            self.signal()
+
+    def signal(self) -> None:
+        self.signalled = True
         self._post(StreamReady(self.turn_id, self))
 
     def take(self) -> list[Item]:
-        with self._lock:
-            items, self._items = self._items, []
-            self._signalled = False
+        """Everything put so far, consecutive deltas of one kind joined into a `Chunk`."""
+        self.signalled = False
+        events, popleft = self.events, self.events.popleft
+        items: list[Item] = []
+        last: Chunk | None = None
+        for _ in range(len(events)):
+            event = popleft()
+            if type(event) is str:  # one more token of the run's kind (see `pump`), maybe begun
+                if last is None:  # in an earlier take
+                    last = Chunk(self._kind, "", 0)
+                    items.append(last)
+                last.parts.append(event)
+                last.tokens += 1
+                continue
+            kind = _KINDS.get(type(event))
+            if kind is None:
+                items.append(event)  # type: ignore[arg-type]
+                last = None
+                continue
+            self._kind = kind
+            if last is not None and last.kind == kind:
+                last.parts.append(event.text)  # type: ignore[attr-defined]
+                last.tokens += event.tokens  # type: ignore[attr-defined]
+            else:
+                last = Chunk(kind, event.text, event.tokens)  # type: ignore[attr-defined]
+                items.append(last)
         return items
 
 
 class TakePacer:
     """When the UI thread takes the next batch from a `StreamBuffer`.
 
-    As often as every MIN_INTERVAL, but spaced so that drawing (layout and paint included: all the
-    UI thread's CPU time since the previous take) stays under UI_DUTY of a core. A busy UI thread
-    holds the GIL that the generation thread needs between its tensor operations, so an unthrottled
-    UI slows the model down; on a fast machine the cap is never reached.
+    A budget of CPU time: the UI may spend UI_DUTY of a core while a reply streams, counted from the
+    moment the reply starts (so the first take waits too: a take costs a full layout and repaint,
+    whatever it shows). After each take, the next one waits until the UI's CPU time since the
+    previous take (drawing, layout, timers: everything the UI thread did) is paid back, but at least
+    MIN_INTERVAL and at most MAX_INTERVAL. A busy UI thread holds the interpreter lock that the
+    generation thread needs, so this share is about what the UI can slow generation down by.
     """
 
     def __init__(
@@ -98,18 +123,24 @@ class TakePacer:
         min_interval: float = MIN_INTERVAL,
         max_interval: float = MAX_INTERVAL,
         duty: float = UI_DUTY,
+        first_cost: float = FIRST_TAKE_COST,
         cpu: Callable[[], float] = time.thread_time,
         wall: Callable[[], float] = time.monotonic,
     ) -> None:
         self.min_interval, self.max_interval, self.duty = min_interval, max_interval, duty
+        self.cost = first_cost  # CPU of a typical take, learnt from the takes so far
         self._cpu, self._wall = cpu, wall
-        self.reset()
-
-    def reset(self) -> None:
-        """A new reply starts: forget the previous one's drawing cost."""
-        self.interval = self.min_interval
+        self.interval = min_interval
         self._last_wall = float("-inf")
         self._last_cpu: float | None = None
+
+    def _clamp(self, interval: float) -> float:
+        return min(max(interval, self.min_interval), self.max_interval)
+
+    def reset(self) -> None:
+        """A reply starts (call on the UI thread): its first take waits for a typical take's cost."""
+        self._last_cpu, self._last_wall = self._cpu(), self._wall()
+        self.interval = self._clamp(self.cost / self.duty)
 
     def wait(self) -> float:
         """Seconds to wait before the next take (0: take now)."""
@@ -119,17 +150,31 @@ class TakePacer:
         """Record a take (call on the UI thread, where ``time.thread_time`` is the UI's CPU)."""
         cpu, wall = self._cpu(), self._wall()
         if self._last_cpu is not None:
-            wanted = (cpu - self._last_cpu) / self.duty
+            spent = cpu - self._last_cpu
+            self.cost = 0.5 * self.cost + 0.5 * spent
             # Smooth, so one slow frame (a big final render) does not stall the next ones.
-            wanted = 0.5 * self.interval + 0.5 * wanted
-            self.interval = min(max(wanted, self.min_interval), self.max_interval)
+            self.interval = self._clamp(0.5 * self.interval + 0.5 * spent / self.duty)
         self._last_cpu, self._last_wall = cpu, wall
 
 
 def pump(events: Iterable[Event], buffer: StreamBuffer) -> GenerationDone | GenerationFailed | None:
-    """Worker thread: move every event into ``buffer``; return the final event (None if missing)."""
+    """Worker thread: move every event into ``buffer``; return the final event (None if missing).
+
+    This loop runs once per token in the generation thread, so it does the least it can. A delta of
+    one token of the same kind as the one before goes in as its bare text: a string is not tracked by
+    the garbage collector, so thousands of them waiting for the UI add no collector work to the
+    generation thread (buffered event objects would, with the whole app's heap behind them).
+    """
+    append = buffer.events.append
+    event = None
+    run: type | None = None
     for event in events:
-        buffer.put(event)
-        if isinstance(event, (GenerationDone, GenerationFailed)):
-            return event
-    return None
+        kind = type(event)
+        if kind is run and event.tokens == 1:  # type: ignore[attr-defined]
+            append(event.text)  # type: ignore[attr-defined]
+        else:
+            append(event)
+            run = kind
+        if not buffer.signalled:
+            buffer.signal()
+    return event if isinstance(event, (GenerationDone, GenerationFailed)) else None

@@ -106,6 +106,21 @@ async def test_escape_stops_and_keeps_the_partial_reply():
         assert saved.finish_reason == "cancelled" and "word3" in saved.answer
 
 
+async def test_escape_before_the_model_starts_still_stops_it():
+    # The model starts a couple of frames after Enter (the new turn is drawn first): Esc in between
+    # must stop the reply, not be lost.
+    backend = FakeBackend([[f"word{i} " for i in range(200)]], delay=0.01)
+    app = app_with(backend)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await app.chat.send("question")
+        app.chat.action_stop()  # what Esc does, before any frame is drawn
+        await idle(pilot)
+        (view,) = turns(app)
+        assert view.state.finish == "cancelled"
+        assert "word199" not in view.answer_md.source
+
+
 async def test_regenerate_replaces_the_last_answer():
     backend = FakeBackend([["first answer"], ["second answer"]])
     app = app_with(backend)

@@ -22,13 +22,17 @@ def test_buffer_joins_runs_of_one_kind_and_signals_once_per_take():
 
 def test_pacer_spaces_takes_by_the_cost_of_drawing():
     cpu, wall = [0.0], [100.0]
-    pacer = TakePacer(min_interval=0.03, max_interval=0.5, duty=0.1, cpu=lambda: cpu[0], wall=lambda: wall[0])
-    assert pacer.wait() == 0  # the first take is immediate
+    pacer = TakePacer(min_interval=0.03, max_interval=0.5, duty=0.1, first_cost=0.01,
+                      cpu=lambda: cpu[0], wall=lambda: wall[0])
+    pacer.reset()
+    assert abs(pacer.wait() - 0.1) < 1e-9  # the first take waits too: a take costs ~10 ms, at 10 %
+    wall[0] += 0.1
+    assert pacer.wait() == 0
     pacer.took()
-    cpu[0] += 0.001  # cheap drawing: stay near the minimum interval
+    cpu[0] += 0.001  # cheap drawing: the interval shrinks towards the minimum
     wall[0] += 0.05
     pacer.took()
-    assert abs(pacer.interval - 0.03) < 1e-9
+    assert 0.03 <= pacer.interval < 0.1
     for _ in range(10):  # 40 ms of UI CPU per take: at 10 % duty, takes 0.4 s apart
         cpu[0] += 0.04
         wall[0] += 0.4
@@ -38,8 +42,52 @@ def test_pacer_spaces_takes_by_the_cost_of_drawing():
     cpu[0] += 5.0  # a huge frame never stalls the stream for more than max_interval
     pacer.took()
     assert pacer.interval == 0.5
+    pacer.reset()  # the next reply's first take waits what a take has been costing, within bounds
+    assert pacer.wait() == 0.5
+
+
+def test_pacer_counts_all_ui_time_since_the_reply_started():
+    cpu, wall = [0.0], [0.0]
+    pacer = TakePacer(min_interval=0.1, max_interval=1.0, duty=0.05, first_cost=0.001,
+                      cpu=lambda: cpu[0], wall=lambda: wall[0])
     pacer.reset()
-    assert pacer.wait() == 0
+    assert pacer.wait() == 0.1  # never sooner than min_interval
+    cpu[0] += 0.03  # the UI was busy before its first take (timers, a resize…): that counts
+    wall[0] += 0.1
+    pacer.took()
+    assert abs(pacer.interval - (0.5 * 0.1 + 0.5 * 0.03 / 0.05)) < 1e-9
+
+
+def test_pump_hands_over_bare_text_and_runs_continue_across_takes():
+    posted = []
+    buffer = StreamBuffer(1, posted.append)
+    taken = []
+
+    def events():
+        yield ReasoningDelta("a", 1)
+        yield ReasoningDelta("b", 1)
+        taken.append(buffer.take())  # the UI takes mid-run
+        yield ReasoningDelta("c", 1)
+        yield ReasoningDelta("d", 1)
+        yield AnswerDelta("e", 1)
+        yield GenerationDone("abcd", "e")
+
+    done = pump(events(), buffer)
+    assert isinstance(done, GenerationDone)
+    # After a run's first event, its tokens wait as plain strings (not tracked by the collector).
+    assert all(type(e) is str for e in list(buffer.events)[:2])
+    taken.append(buffer.take())
+    first, second = taken
+    assert [(i.kind, i.text, i.tokens) for i in first] == [("reasoning", "ab", 2)]
+    assert [(i.kind, i.text, i.tokens) for i in second[:2]] == [("reasoning", "cd", 2), ("answer", "e", 1)]
+    assert second[2] is done
+    assert len(posted) == 2  # once before the first take, once after it
+
+
+def test_pump_without_a_final_event_returns_none():
+    buffer = StreamBuffer(1, lambda message: None)
+    assert pump(iter([AnswerDelta("x", 1)]), buffer) is None
+    assert pump(iter([]), StreamBuffer(2, lambda message: None)) is None
 
 
 def test_markdown_chunks_split_only_at_paragraph_breaks_outside_code_fences():

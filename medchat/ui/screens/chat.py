@@ -7,6 +7,7 @@ touched on the UI thread alone. History is written here, on the UI thread, as ea
 
 from __future__ import annotations
 
+import gc
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -43,6 +44,7 @@ from medchat.ui.widgets.status import StatusBar
 from medchat.ui.widgets.turn import TurnView
 
 SAVE_EVERY = 2.0  # seconds between saves of a reply in progress (what a crash can lose at most)
+START_AFTER_FRAMES = 2  # frames drawn before the model starts: the new turn, then the new footer
 
 WELCOME = (
     "Ask a medical question below. The model's reasoning streams in a dimmed pane that folds away when "
@@ -269,14 +271,31 @@ class ChatScreen(Screen):
         self._live[view.turn_id] = LiveTurn(self.session, position, self.conversation_id, info.model, info.adapter)
         self._save(view.turn_id)
         self.generating_turn = view.turn_id
-        self._pacer.reset()
         self.status.state = "generating"
         self.status.tok_per_s = 0.0
         view.begin()
         self.transcript.scroll_end(animate=False)
         self.transcript.anchor()
         self.refresh_bindings()
-        self._generate(events, view.turn_id, self.session)
+        # The model starts once the new turn is on screen: those two frames (the new turn, then the
+        # footer recomposed with the new bindings) would otherwise compete with the model's first
+        # tokens for the interpreter lock. A cancel in between still counts (see ChatSession._run).
+        self.call_after_refresh(self._begin_generation, events, view.turn_id, self.session)
+
+    def _begin_generation(
+        self, events: Iterator[Event], turn_id: int, session: ChatSession, frames: int = 1
+    ) -> None:
+        if self.generating_turn != turn_id or session is not self.session:
+            return  # abandoned before it started (new chat, reopened conversation, quit)
+        if frames < START_AFTER_FRAMES or (frames < 2 * START_AFTER_FRAMES and self._drawing()):
+            self.call_after_refresh(self._begin_generation, events, turn_id, session, frames + 1)
+            return
+        self._pacer.reset()
+        # While the reply streams, the garbage collector leaves the objects that existed before it
+        # alone: a full collection walks the whole app (tens of milliseconds, growing with the
+        # transcript), and it runs in whichever thread allocates, often the generation thread.
+        gc.freeze()
+        self._generate(events, turn_id, session)
 
     @work(thread=True, group="generation", exit_on_error=False)
     def _generate(self, events: Iterator[Event], turn_id: int, session: ChatSession) -> None:
@@ -294,10 +313,16 @@ class ChatScreen(Screen):
             message = str(exc) if isinstance(exc, MedchatError) else f"{type(exc).__name__}: {exc}"
             buffer.put(GenerationFailed(message))
 
+    def _drawing(self) -> bool:
+        """The screen still has a layout or a repaint to do."""
+        return bool(
+            self._layout_required or self._repaint_required or self._recompose_required or self._dirty_widgets
+        )
+
     def on_stream_started(self, message: StreamStarted) -> None:
+        # Shown by the next take with the reply's tokens: no repaint now, while the model starts.
         if live := self._live.get(message.turn_id):
             live.prompt_tokens = message.prompt_tokens
-            self.status.context_used = message.prompt_tokens
 
     async def on_stream_ready(self, message: StreamReady) -> None:
         # Take when the pacer allows; text arriving meanwhile joins this take (the buffer keeps it).
@@ -336,6 +361,7 @@ class ChatScreen(Screen):
         if self.generating_turn == turn_id:
             self.generating_turn = None
             self.stopping = False
+            gc.unfreeze()
             self.status.state = "switching adapter…" if self.switching_adapter else "ready"
         view = self._views.get(turn_id)
         if live is not None:
@@ -400,6 +426,7 @@ class ChatScreen(Screen):
                 self._save_live(live, self._views.get(turn_id), finish="cancelled")
             self.generating_turn = None
             self.stopping = False
+            gc.unfreeze()
 
     async def open_conversation(self, conversation_id: int) -> None:
         if self.store is None:

@@ -2,8 +2,9 @@
 reasoning (dimmed, collapsible) and its answer (Markdown), and a status line.
 
 Both panes stream through ``Markdown.get_stream()`` (see `StreamingMarkdown`: appends are batched,
-only the last block is re-parsed, and long text is kept in chunks so the cost per token stays flat),
-and get one full ``update()`` when the reply ends so the final rendering is exact (code fences, tables).
+only the last block is re-parsed, long text is kept in chunks so the cost per token stays flat, and
+each update draws at most DRAW_CHARS), and get one full ``update()`` when the reply ends so the final
+rendering is exact (code fences, tables).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from textual.widgets import Static
 
 from medchat.engine.events import GenerationStats
 from medchat.ui import clock
-from medchat.ui.widgets.streaming_markdown import StreamingMarkdown
+from medchat.ui.widgets.streaming_markdown import DRAW_CHARS, StreamingMarkdown
 
 
 @dataclass
@@ -59,6 +60,8 @@ class ReasoningPane(Vertical):
     reasoning does not push the answer far away, and only its visible part is laid out and drawn.
     """
 
+    _collapsed = False
+
     def compose(self) -> ComposeResult:
         yield ReasoningHeader("", classes="reasoning-header")
         with VerticalScroll(classes="reasoning-scroll"):
@@ -75,10 +78,13 @@ class ReasoningPane(Vertical):
 
     @property
     def collapsed(self) -> bool:
-        return self.has_class("-collapsed")
+        return self._collapsed
 
     def set_collapsed(self, collapsed: bool) -> None:
-        self.set_class(collapsed, "-collapsed")
+        # The scroll box's own display, not a class on the pane: a class change restyles every
+        # widget below the pane (hundreds of Markdown blocks in long reasoning).
+        self._collapsed = collapsed
+        self.query_one(".reasoning-scroll", VerticalScroll).display = not collapsed
 
     def on_reasoning_header_toggle(self, event: ReasoningHeader.Toggle) -> None:
         event.stop()
@@ -110,7 +116,6 @@ class TurnView(Vertical, can_focus=True):
         self.reasoning_ended_at: float | None = None
         self.reasoning_seconds: float | None = None
         self._streaming = False
-        self._rendered_reasoning: str | None = None  # text of the last full render of the reasoning
 
     # -- composition ----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -147,7 +152,6 @@ class TurnView(Vertical, can_focus=True):
         self.state = TurnState(user=self.state.user, model_label=self.state.model_label)
         await self.reasoning_md.set_text("")
         await self.answer_md.set_text("")
-        self._rendered_reasoning = None
         self.reasoning_pane.add_class("-empty")
         self.reasoning_pane.set_collapsed(False)
 
@@ -170,18 +174,18 @@ class TurnView(Vertical, can_focus=True):
             if pane.has_class("-empty"):
                 pane.remove_class("-empty")
                 pane.set_collapsed(False)
-            await self.reasoning_md.write(text)
+            await self.reasoning_md.write(text, DRAW_CHARS)
             pane.fit_scroll_box()
         else:
             if self.state.reasoning and self.reasoning_ended_at is None:
-                # The answer started: finish the reasoning pane and fold it away.
-                await self.reasoning_md.finish(self.state.reasoning)
-                self._rendered_reasoning = self.state.reasoning
+                # The answer started: end the reasoning's stream and fold it away (its full render
+                # waits for the end of the reply: the answer is what is on screen now).
+                await self.reasoning_md.close()
                 self.reasoning_ended_at = now
                 self.reasoning_pane.set_collapsed(True)
             self.state.answer += text
             self.state.answer_tokens += tokens
-            await self.answer_md.write(text)
+            await self.answer_md.write(text, DRAW_CHARS)
         self.refresh_header()
 
     async def finish(
@@ -205,9 +209,7 @@ class TurnView(Vertical, can_focus=True):
         pane = self.reasoning_pane
         if reasoning:
             pane.remove_class("-empty")
-            if reasoning != self._rendered_reasoning:  # already fully rendered when the answer began
-                await self.reasoning_md.finish(reasoning)
-                self._rendered_reasoning = reasoning
+            await self.reasoning_md.finish(reasoning)
         else:
             pane.add_class("-empty")
         await self.answer_md.finish(answer)
