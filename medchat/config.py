@@ -124,8 +124,11 @@ class FinetuneSettings:
     precision: Literal["auto", "bf16", "fp16", "fp32"] = doc(
         "Training precision; 'auto' = bf16 where supported, else fp16 on GPU, bf16 autocast on CPU.", "auto"
     )
-    packing: Literal["auto", "padding_free", "off"] = doc(
-        "'padding_free' trains on unpadded, concatenated rows (faster on CUDA); 'auto' = on with CUDA.", "auto"
+    packing: Literal["auto", "packed", "padding_free", "off"] = doc(
+        "How rows become batches on CUDA: 'packed' fills each max_seq_length sequence with several rows "
+        "(attention stays within each row; `batch_size` then counts sequences), 'padding_free' "
+        "concatenates a batch's rows without padding, 'off' pads. 'auto' = packed with Unsloth, else off.",
+        "auto",
     )
     gradient_checkpointing: Literal["auto", "unsloth", "on", "off"] = doc(
         "'auto' = Unsloth's on CUDA, off on CPU (memory is not the limit there, speed is).", "auto"

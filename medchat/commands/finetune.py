@@ -48,7 +48,7 @@ FINETUNE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--weight-decay", "finetune.weight_decay", click.FloatRange(min=0), "AdamW weight decay."),
     ("--optimizer", "finetune.optimizer", click.Choice(["auto", "adamw_8bit", "adamw_torch", "adamw_torch_fused", "sgd"]), "Optimizer (auto = 8-bit AdamW on CUDA)."),
     ("--precision", "finetune.precision", click.Choice(["auto", "bf16", "fp16", "fp32"]), "Training precision."),
-    ("--packing", "finetune.packing", click.Choice(["auto", "padding_free", "off"]), "Padding-free batches (auto = with Unsloth on CUDA)."),
+    ("--packing", "finetune.packing", click.Choice(["auto", "packed", "padding_free", "off"]), "Rows packed into full sequences (auto = with Unsloth on CUDA)."),
     ("--gradient-checkpointing", "finetune.gradient_checkpointing", click.Choice(["auto", "unsloth", "on", "off"]), "Trade speed for memory."),
     ("--seed", "finetune.seed", int, "Seed for rows, LoRA init and data order."),
     ("--logging-steps", "finetune.logging_steps", click.IntRange(min=1), "Log every N steps."),

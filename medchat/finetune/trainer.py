@@ -52,6 +52,7 @@ class Plan:
     resolved: Any = None  # medchat.models.ResolvedModel
     notes: list[str] = field(default_factory=list)
     learning_rate: float = 0.0  # the rate actually used (settles "auto" once the model is loaded)
+    flash_varlen: bool = False  # concatenated rows attend through one flash varlen call per layer
 
     @property
     def ft(self):
@@ -382,7 +383,7 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def trainer_args(plan: Plan, n_rows: int):
+def trainer_args(plan: Plan, n_rows: int, n_tokens: int = 0):
     from trl import SFTConfig
 
     ft = plan.ft
@@ -413,12 +414,15 @@ def trainer_args(plan: Plan, n_rows: int):
             kwargs["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
     else:
         kwargs["gradient_checkpointing"] = False  # Unsloth's own, set on the model by get_peft_model
-    # Padding-free batches concatenate rows; only Unsloth's and FlashAttention's variable-length kernels
-    # keep the rows apart, so 'auto' turns it on with Unsloth only (which then skips all pad tokens).
-    if ft.packing == "padding_free" and not cuda:
-        plan.notes.append("padding-free batches need CUDA attention kernels; using padded batches on CPU")
-    elif ft.packing == "padding_free" or (ft.packing == "auto" and cuda and plan.backend == "unsloth"):
+    mode = batching(plan)
+    if mode != plan.ft.packing and plan.ft.packing != "auto":
+        plan.notes.append(f"{plan.ft.packing.replace('_', '-')} batches need CUDA attention kernels; using padded batches on CPU")
+    if mode == "packed":
+        kwargs.update(packing=True, packing_strategy="bfd")
+    elif mode == "padding_free":
         kwargs["padding_free"] = True
+    if mode == "packed" and n_tokens:
+        n_rows = math.ceil(n_tokens / ft.max_seq_length)  # a step's batch is sequences, not rows
     # A warm-up longer than a tenth of the run would keep a short run (a smoke test, a demo) near lr 0.
     steps = ft.max_steps or math.ceil(n_rows / (ft.batch_size * ft.grad_accum) * ft.epochs)
     warmup = min(ft.warmup_steps, steps // 10)
@@ -445,14 +449,29 @@ def trainer_args(plan: Plan, n_rows: int):
         report_to=[] if ft.report_to == "none" else [ft.report_to],
         run_name=plan.name,
         max_length=ft.max_seq_length,
-        packing=False,
         completion_only_loss=True,
-        include_num_input_tokens_seen="non_padding",
+        # Concatenated batches hold no padding, and counting "non-padding" there would skip every real
+        # token that shares the pad id (often EOS): count them all.
+        include_num_input_tokens_seen="non_padding" if mode == "off" else "all",
         disable_tqdm=True,
         dataset_num_proc=None,
         remove_unused_columns=False,
         **kwargs,
     )
+
+
+def batching(plan: Plan) -> str:
+    """How rows become batches: 'packed', 'padding_free' or 'off' (padded).
+
+    Both concatenating modes rely on variable-length attention kernels (Unsloth's, FlashAttention's) to
+    keep rows apart, so they need CUDA. 'packed' fills each sequence of max_seq_length tokens with
+    several rows (best fit), so every step carries about the same number of tokens and the GPU is not
+    left waiting on Python between small batches; 'auto' picks it with Unsloth.
+    """
+    want = plan.ft.packing
+    if want == "auto":
+        return "packed" if plan.device == "cuda" and plan.backend == "unsloth" else "off"
+    return want if plan.device == "cuda" else "off"
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
@@ -494,7 +513,11 @@ def train(plan: Plan, model: Any, tokenizer: Any, built: Built, say: Say) -> tup
     import torch
 
     plan.learning_rate = effective_learning_rate(plan.ft.learning_rate, model)
-    args = trainer_args(plan, len(built.rows))
+    args = trainer_args(plan, len(built.rows), sum(len(r["input_ids"]) for r in built.rows))
+    if plan.backend == "unsloth" and (args.packing or args.padding_free):
+        from medchat.finetune import varlen
+
+        plan.flash_varlen = varlen.enable()
     dataset = Dataset.from_list(built.rows)
     stop = StopFlag()
     progress = make_callback(plan, stop)
@@ -592,7 +615,8 @@ def build_manifest(plan: Plan, tokenizer: Any, built: Built, result: TrainResult
         "training": {"steps": result.steps, "seconds": round(result.seconds, 1), "tokens": result.tokens,
                      "tokens_per_second": round(result.tokens / max(result.seconds, 1e-9), 1),
                      "steady_tokens_per_second": result.steady_tokens_per_second,
-                     "peak_gpu_gib": result.peak_gpu_gib, "interrupted": result.interrupted},
+                     "peak_gpu_gib": result.peak_gpu_gib, "interrupted": result.interrupted,
+                     "batching": batching(plan), "flash_varlen": plan.flash_varlen},
         "losses": {"first_train": losses[0] if losses else None, "final_train": losses[-1] if losses else None,
                    "history": result.losses},
         "versions": library_versions(),

@@ -64,6 +64,20 @@ def test_cpu_trainer_settings():
         T.trainer_args(plan(precision="fp16"), n_rows=16)
 
 
+@pytest.mark.parametrize("want, device, backend, expected", [
+    ("auto", "cuda", "unsloth", "packed"), ("auto", "cuda", "hf", "off"), ("auto", "cpu", "hf", "off"),
+    ("packed", "cuda", "hf", "packed"), ("padding_free", "cuda", "unsloth", "padding_free"),
+    ("packed", "cpu", "hf", "off"), ("off", "cuda", "unsloth", "off"),
+])
+def test_batching_mode(want, device, backend, expected):
+    p = plan(packing=want)
+    p.device, p.backend = device, backend
+    assert T.batching(p) == expected
+    if device == "cpu":
+        T.trainer_args(p, n_rows=16)
+        assert any("need CUDA" in n for n in p.notes) == (want not in ("auto", "off"))
+
+
 def test_epochs_mode_and_recipe_warmup_kept():
     args = T.trainer_args(plan(max_steps=0, epochs=2.0, warmup_steps=5), n_rows=400)
     assert args.max_steps == -1 and args.num_train_epochs == 2.0 and args.warmup_steps == 5

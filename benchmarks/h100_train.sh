@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Training throughput on the GPU kit, in one command: the raw Unsloth loop (../shared/gpu/bench.py)
+# and `medchat finetune` variants on medical-o1-shaped rows, each in a fresh process.
+# usage (on the GPU machine, checkout root): source .gpu/env.sh; bash benchmarks/h100_train.sh OUTDIR [VARIANT...]
+# A VARIANT is a quoted list of `medchat finetune` flags (a leading VAR=VALUE is set in the environment);
+# default: the shipped defaults at 2 x 2,048.
+set -u
+out=${1:-/tmp/train-probe}; shift || true
+mkdir -p "$out"
+[ -d /tmp/l8b ] || python3 .gpu/mkmodel.py /tmp/l8b 8b > "$out/mkmodel.log" 2>&1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt"
+python3 .gpu/bench.py /tmp/l8b unsloth 2048 2 8 16 2> "$out/raw-bench.err" | grep RESULT | tee "$out/raw-bench.txt"
+[ "${RAW_PROBE:-1}" = 0 ] || python3 benchmarks/train_probe.py raw /tmp/l8b --steps 12 2> "$out/raw-probe.err" | grep RESULT | tee "$out/raw-probe.txt"
+[ $# -gt 0 ] || set -- "--batch-size 2 --grad-accum 1"
+i=0
+for flags in "$@"; do
+  i=$((i + 1))
+  flags_env=""
+  case $flags in *=*\ *) flags_env=${flags%% *}; flags=${flags#* } ;; esac
+  # shellcheck disable=SC2086  # flags are words on purpose
+  env $flags_env python3 benchmarks/train_probe.py medchat /tmp/l8b --steps 16 -- $flags 2> "$out/medchat-$i.err" | grep RESULT | tee "$out/medchat-$i.txt"
+done
