@@ -6,13 +6,17 @@ streams them into its panes. Printed:
 
 * engine alone: the same generation through `ChatSession.send` with no UI attached;
 * engine under the UI: how long generation took while the UI consumed it (the UI's slowdown);
-* UI done: when the last token was on screen (after the final full render of both panes);
+* UI thread CPU meanwhile: the UI thread's CPU time while the engine ran, over the engine's time
+  (what the UI can take from the engine; unlike the slowdown, it is not drowned in machine noise);
+* first text / all tokens on screen: after Enter (the latter after the final full render of both
+  panes and the frame that draws it);
 * UI cost per token: UI-thread CPU time per displayed token, over reasoning tokens 250-2,250
   (around 1k) versus the last 2,000 but 250 (around 20k). Goal: the late cost is at most 1.2x the
   early cost (no O(n^2)).
 
 With ``--model smollm2`` (or any model medchat can load) it instead measures a real model: the same
-greedy reply generated alone and inside the headless chat app, alternately, reporting decode tok/s.
+greedy reply generated alone and inside the headless chat app, alternately, reporting decode tok/s
+and the UI thread's CPU time while the reply was generated.
 
 Run:  .venv/bin/python benchmarks/stream_ui.py [--runs 3] [--reasoning-tokens 20000]
       .venv/bin/python benchmarks/stream_ui.py --model smollm2 [--runs 5] [--max-new-tokens 64]
@@ -22,14 +26,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
+import gc
 import os
+import shutil
 import statistics
 import sys
 import tempfile
 import threading
 import time
 
-os.environ.setdefault("MEDCHAT_HOME", tempfile.mkdtemp(prefix="medchat-bench-"))
+if "MEDCHAT_HOME" not in os.environ:
+    os.environ["MEDCHAT_HOME"] = tempfile.mkdtemp(prefix="medchat-bench-")
+    atexit.register(shutil.rmtree, os.environ["MEDCHAT_HOME"], ignore_errors=True)
 
 from medchat.config import GenerationSettings, Settings  # noqa: E402
 from medchat.engine.backends.fake import FakeBackend  # noqa: E402
@@ -48,13 +57,21 @@ def script(reasoning_tokens: int, answer_tokens: int) -> list[str]:
     return chunks
 
 
+def ui_thread_cpu() -> float:
+    """CPU seconds of the main thread (where the app runs), read from any thread (Linux)."""
+    return time.clock_gettime(time.pthread_getcpuclockid(threading.main_thread().ident))
+
+
 class TimedBackend(FakeBackend):
-    """Records when its stream started and finished (in the consuming thread)."""
+    """Records when its stream started and finished (in the consuming thread), and the UI thread's
+    CPU time meanwhile."""
 
     def stream(self, *args, **kwargs):
+        self.ui_cpu_started = ui_thread_cpu()
         self.started = time.perf_counter()
         yield from super().stream(*args, **kwargs)
         self.finished = time.perf_counter()
+        self.ui_cpu = ui_thread_cpu() - self.ui_cpu_started
 
 
 def generation() -> GenerationSettings:
@@ -65,7 +82,9 @@ def alternate(chunks: list[str], reasoning_tokens: int, runs: int, delay: float 
     """Engine alone and engine under the UI, alternately (so drifting machine load hits both)."""
     alone, ui = [], []
     for _ in range(runs):
+        gc.collect()  # each run starts without the previous one's garbage
         alone.append(engine_alone(chunks, delay))
+        gc.collect()
         ui.append(asyncio.run(with_ui(chunks, reasoning_tokens, delay)))
     return alone, ui
 
@@ -73,6 +92,12 @@ def alternate(chunks: list[str], reasoning_tokens: int, runs: int, delay: float 
 def slowdowns(alone: list[float], ui: list[dict]) -> str:
     """Per-run slowdowns (each UI run against the engine-alone run just before it)."""
     return " ".join(f"{100 * (u['engine_under_ui'] / a - 1):+.0f}%" for a, u in zip(alone, ui))
+
+
+def ui_share(ui: list[dict]) -> str:
+    """The UI thread's CPU time while the engine ran, as a share of the engine's time (per run)."""
+    shares = " ".join(f"{100 * u['ui_share']:.1f}%" for u in ui)
+    return f"UI thread CPU meanwhile:  {100 * statistics.median(u['ui_share'] for u in ui):5.1f} %   of the engine's time (per run: {shares})"
 
 
 def engine_alone(chunks: list[str], delay: float = 0.0) -> float:
@@ -95,14 +120,22 @@ async def with_ui(chunks: list[str], reasoning_tokens: int, delay: float = 0.0) 
     backend = TimedBackend([chunks], delay=delay)
     app = make_app(Settings(model="bench", history=False, generation=generation()), lambda s, p: backend)
     samples: list[tuple[int, float]] = []  # (reasoning tokens shown, UI-thread CPU seconds)
-    original_add = TurnView.add
+    first: list[float] = []  # when text was first put on screen
+    original_add, original_finish = TurnView.add, TurnView.finish
+    rendered = asyncio.Event()  # the reply's final full render is done (no polling: a poll loop
+    # would wake the UI thread, and take the interpreter lock, 100 times a second)
 
     async def add(self, kind, text, tokens):
         await original_add(self, kind, text, tokens)
+        first.append(time.perf_counter())
         if kind == "reasoning":
             samples.append((self.state.reasoning_tokens, time.thread_time()))
 
-    TurnView.add = add
+    async def finish(self, *args, **kwargs):
+        await original_finish(self, *args, **kwargs)
+        rendered.set()
+
+    TurnView.add, TurnView.finish = add, finish
     try:
         async with app.run_test(size=(120, 40)) as pilot:
             while getattr(app.screen, "session", None) is None:
@@ -110,21 +143,17 @@ async def with_ui(chunks: list[str], reasoning_tokens: int, delay: float = 0.0) 
             prompt = app.screen.query_one("#prompt")
             prompt.text = "question"
             prompt.focus()
+            await pilot.pause()
             sent = time.perf_counter()
             await pilot.press("enter")
-            # Poll with asyncio.sleep, not pilot.pause: pause forces a full layout and walks the DOM.
-            deadline = time.monotonic() + 600
-            while app.chat.generating_turn is not None or not list(app.screen.query(TurnView)):
-                await asyncio.sleep(0.01)
-                assert app.is_running and time.monotonic() < deadline, "the app stopped"
-            view = app.screen.query_one(TurnView)
-            while not view.state.finish:
-                await asyncio.sleep(0.01)
-                assert app.is_running and time.monotonic() < deadline, "the app stopped"
+            await asyncio.wait_for(rendered.wait(), timeout=600)
+            await pilot.pause()  # and drawn: one layout and paint of the screen
             ui_done = time.perf_counter()
+            view = app.screen.query_one(TurnView)
             assert view.state.reasoning_tokens >= reasoning_tokens, view.state.reasoning_tokens
+            assert view.reasoning_md.source == "".join(chunks[1:reasoning_tokens + 1])
     finally:
-        TurnView.add = original_add
+        TurnView.add, TurnView.finish = original_add, original_finish
 
     def cost(lo: int, hi: int) -> float:
         """UI-thread CPU per token between the takes that bracket tokens lo..hi."""
@@ -136,7 +165,9 @@ async def with_ui(chunks: list[str], reasoning_tokens: int, delay: float = 0.0) 
 
     return {
         "engine_under_ui": backend.finished - backend.started,
+        "ui_share": backend.ui_cpu / (backend.finished - backend.started),
         "ui_done": ui_done - sent,
+        "first_text": first[0] - sent,
         "cost_early": cost(250, 2250),
         "cost_late": cost(reasoning_tokens - 2250, reasoning_tokens - 250),
         "takes": len(samples),
@@ -151,6 +182,17 @@ def real_model(model: str, runs: int, max_new_tokens: int) -> None:
     settings = Settings(model=model, history=False, generation=gen)
     backend = open_backend(settings, lambda line: print("  " + line, file=sys.stderr))
     question = "What is hypertension and how is it treated?"
+    shares: list[float] = []  # UI thread CPU / generation time, per in-app run
+    stream = backend.stream
+
+    def timed_stream(*args, **kwargs):
+        cpu, wall = ui_thread_cpu(), time.perf_counter()
+        yield from stream(*args, **kwargs)
+        if threading.current_thread() is not threading.main_thread() and in_app_running:
+            shares.append((ui_thread_cpu() - cpu) / (time.perf_counter() - wall))
+
+    backend.stream = timed_stream
+    in_app_running = False
 
     def alone() -> float:
         result: list = []
@@ -160,17 +202,30 @@ def real_model(model: str, runs: int, max_new_tokens: int) -> None:
         return result[-1].stats.tok_per_s
 
     async def in_app() -> float:
+        nonlocal in_app_running
+        in_app_running = True
         app = make_app(settings, lambda s, p: backend)
-        async with app.run_test(size=(120, 40)) as pilot:
-            while getattr(app.screen, "session", None) is None:
-                await asyncio.sleep(0.01)
-            prompt = app.screen.query_one("#prompt")
-            prompt.text = question
-            prompt.focus()
-            await pilot.press("enter")
-            while not list(app.screen.query(TurnView)) or app.chat.generating_turn is not None:
-                await asyncio.sleep(0.05)
-            return app.chat.session.turns[-1].stats.tok_per_s
+        original_finish = TurnView.finish
+        rendered = asyncio.Event()  # awaited, not polled (a poll loop would wake the UI thread)
+
+        async def finish(self, *args, **kwargs):
+            await original_finish(self, *args, **kwargs)
+            rendered.set()
+
+        TurnView.finish = finish
+        try:
+            async with app.run_test(size=(120, 40)) as pilot:
+                while getattr(app.screen, "session", None) is None:
+                    await asyncio.sleep(0.01)
+                prompt = app.screen.query_one("#prompt")
+                prompt.text = question
+                prompt.focus()
+                await pilot.press("enter")
+                await asyncio.wait_for(rendered.wait(), timeout=600)
+                return app.chat.session.turns[-1].stats.tok_per_s
+        finally:
+            TurnView.finish = original_finish
+            in_app_running = False
 
     alone()  # warm-up
     a, u = [], []
@@ -181,6 +236,9 @@ def real_model(model: str, runs: int, max_new_tokens: int) -> None:
     print(f"alone:      median {statistics.median(a):6.2f} tok/s  {['%.2f' % x for x in a]}")
     print(f"in the app: median {statistics.median(u):6.2f} tok/s  {['%.2f' % x for x in u]}")
     print(f"UI slowdown of generation: {100 * (statistics.median(a) / statistics.median(u) - 1):+.1f} %  (goal <= 5 %)")
+    print("  per run:                 " + " ".join(f"{100 * (x / y - 1):+.0f}%" for x, y in zip(a, u)))
+    print(f"UI thread CPU meanwhile:   {100 * statistics.median(shares):.1f} % of the generation's time "
+          f"(per run: {' '.join(f'{100 * x:.1f}%' for x in shares)})")
 
 
 def main() -> None:
@@ -228,6 +286,8 @@ def burst_scenario(args, chunks: list[str], total: int, r: int) -> None:
     print(f"engine under the UI:     {under:7.3f} s  ({total / under:,.0f} tok/s)")
     print(f"UI slowdown of engine:   {100 * (under / alone - 1):+6.1f} %   (goal <= 5 %)")
     print(f"  per run:               {slowdowns(alones, burst)}")
+    print(ui_share(burst))
+    print(f"first text on screen:    {statistics.median(x['first_text'] for x in burst):7.3f} s after Enter")
     print(f"all tokens on screen:    {statistics.median(x['ui_done'] for x in burst):7.3f} s after Enter "
           "(final full render of both panes included)")
     print(f"UI takes of reasoning:   {statistics.median(x['takes'] for x in burst):7.0f}")
@@ -246,6 +306,7 @@ def paced_scenario(args, chunks: list[str], total: int, r: int) -> None:
     print(f"engine under the UI:     {under_p:7.3f} s  ({total / under_p:,.0f} tok/s)")
     print(f"UI slowdown of engine:   {100 * (under_p / alone_p - 1):+6.1f} %   (goal <= 5 %)")
     print(f"  per run:               {slowdowns(alones, paced)}")
+    print(ui_share(paced))
     print(f"UI takes of reasoning:   {statistics.median(x['takes'] for x in paced):7.0f}")
     print(f"UI CPU per token ~1k:    {early * 1e6:7.1f} us  (reasoning tokens 250-2,250)")
     print(f"UI CPU per token ~20k:   {late * 1e6:7.1f} us  (reasoning tokens {r - 2250:,}-{r - 250:,})")
@@ -265,6 +326,7 @@ def steady_scenario(args) -> None:
     print(f"engine under the UI:     {under_s:7.3f} s  ({args.steady_tokens / under_s:,.1f} tok/s)")
     print(f"UI slowdown of engine:   {100 * (under_s / alone_s - 1):+6.1f} %   (goal <= 5 %)")
     print(f"  per run:               {slowdowns(alones, ui_s)}")
+    print(ui_share(ui_s))
 
 
 if __name__ == "__main__":

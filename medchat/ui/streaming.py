@@ -128,7 +128,7 @@ class TakePacer:
         wall: Callable[[], float] = time.monotonic,
     ) -> None:
         self.min_interval, self.max_interval, self.duty = min_interval, max_interval, duty
-        self.cost = first_cost  # CPU of a typical take, learnt from the takes so far
+        self.first_cost = first_cost
         self._cpu, self._wall = cpu, wall
         self.interval = min_interval
         self._last_wall = float("-inf")
@@ -138,9 +138,11 @@ class TakePacer:
         return min(max(interval, self.min_interval), self.max_interval)
 
     def reset(self) -> None:
-        """A reply starts (call on the UI thread): its first take waits for a typical take's cost."""
+        """A reply starts (call on the UI thread): its first take waits as if a take costing
+        ``first_cost`` had just been made (not what the last reply's takes cost: its last one was
+        the big final render)."""
         self._last_cpu, self._last_wall = self._cpu(), self._wall()
-        self.interval = self._clamp(self.cost / self.duty)
+        self.interval = self._clamp(self.first_cost / self.duty)
 
     def wait(self) -> float:
         """Seconds to wait before the next take (0: take now)."""
@@ -151,7 +153,6 @@ class TakePacer:
         cpu, wall = self._cpu(), self._wall()
         if self._last_cpu is not None:
             spent = cpu - self._last_cpu
-            self.cost = 0.5 * self.cost + 0.5 * spent
             # Smooth, so one slow frame (a big final render) does not stall the next ones.
             self.interval = self._clamp(0.5 * self.interval + 0.5 * spent / self.duty)
         self._last_cpu, self._last_wall = cpu, wall

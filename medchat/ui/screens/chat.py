@@ -271,6 +271,7 @@ class ChatScreen(Screen):
         self._live[view.turn_id] = LiveTurn(self.session, position, self.conversation_id, info.model, info.adapter)
         self._save(view.turn_id)
         self.generating_turn = view.turn_id
+        self.prompt.cursor_blink = False  # each blink is a screen update: none while a reply streams
         self.status.state = "generating"
         self.status.tok_per_s = 0.0
         view.begin()
@@ -359,9 +360,7 @@ class ChatScreen(Screen):
     async def _end(self, turn_id: int, event: GenerationDone | GenerationFailed) -> None:
         live = self._live.pop(turn_id, None)
         if self.generating_turn == turn_id:
-            self.generating_turn = None
-            self.stopping = False
-            gc.unfreeze()
+            self._reply_ended()
             self.status.state = "switching adapter…" if self.switching_adapter else "ready"
         view = self._views.get(turn_id)
         if live is not None:
@@ -424,9 +423,14 @@ class ChatScreen(Screen):
             live = self._live.pop(turn_id, None)
             if live is not None:
                 self._save_live(live, self._views.get(turn_id), finish="cancelled")
-            self.generating_turn = None
-            self.stopping = False
-            gc.unfreeze()
+            self._reply_ended()
+
+    def _reply_ended(self) -> None:
+        self.generating_turn = None
+        self.stopping = False
+        gc.unfreeze()
+        for prompt in self.query(PromptInput):  # none while the screen is being unmounted
+            prompt.cursor_blink = True
 
     async def open_conversation(self, conversation_id: int) -> None:
         if self.store is None:
