@@ -78,14 +78,19 @@ def generation() -> GenerationSettings:
     return GenerationSettings(max_new_tokens=10**7)
 
 
-def alternate(chunks: list[str], reasoning_tokens: int, runs: int, delay: float = 0.0):
-    """Engine alone and engine under the UI, alternately (so drifting machine load hits both)."""
+def alternate(chunks: list[str], reasoning_tokens: int, runs: int, delay: float = 0.0, control: list | None = None):
+    """Engine alone and engine under the UI, alternately (so drifting machine load hits both).
+    With ``control``, the engine alone runs once more after each UI run, into that list: the
+    engine's run-to-run variation, the noise any slowdown figure has to be read against."""
     alone, ui = [], []
     for _ in range(runs):
         gc.collect()  # each run starts without the previous one's garbage
         alone.append(engine_alone(chunks, delay))
         gc.collect()
         ui.append(asyncio.run(with_ui(chunks, reasoning_tokens, delay)))
+        if control is not None:
+            gc.collect()
+            control.append(engine_alone(chunks, delay))
     return alone, ui
 
 
@@ -278,7 +283,8 @@ def main() -> None:
 
 
 def burst_scenario(args, chunks: list[str], total: int, r: int) -> None:
-    alones, burst = alternate(chunks, r, args.runs)
+    again: list[float] = []
+    alones, burst = alternate(chunks, r, args.runs, control=again)
     alone = statistics.median(alones)
     under = statistics.median(x["engine_under_ui"] for x in burst)
     print("\n[burst: as fast as the fake engine can]")
@@ -286,6 +292,9 @@ def burst_scenario(args, chunks: list[str], total: int, r: int) -> None:
     print(f"engine under the UI:     {under:7.3f} s  ({total / under:,.0f} tok/s)")
     print(f"UI slowdown of engine:   {100 * (under / alone - 1):+6.1f} %   (goal <= 5 %)")
     print(f"  per run:               {slowdowns(alones, burst)}")
+    print(f"noise: alone vs alone:   {100 * (statistics.median(again) / alone - 1):+6.1f} %   (the engine alone "
+          "once more after each UI run, against the run before it)")
+    print("  per run:               " + " ".join(f"{100 * (b / a - 1):+.0f}%" for a, b in zip(alones, again)))
     print(ui_share(burst))
     print(f"first text on screen:    {statistics.median(x['first_text'] for x in burst):7.3f} s after Enter")
     print(f"all tokens on screen:    {statistics.median(x['ui_done'] for x in burst):7.3f} s after Enter "
