@@ -44,6 +44,7 @@ from medchat.config import GenerationSettings, Settings  # noqa: E402
 from medchat.engine.backends.fake import FakeBackend  # noqa: E402
 from medchat.engine.session import ChatSession  # noqa: E402
 from medchat.ui.app import make_app, tune_interpreter  # noqa: E402
+from medchat.ui.widgets.prompt import PromptInput  # noqa: E402
 from medchat.ui.widgets.turn import TurnView  # noqa: E402
 
 
@@ -121,6 +122,12 @@ def engine_alone(chunks: list[str], delay: float = 0.0) -> float:
     return backend.finished - backend.started
 
 
+def press_enter(prompt: PromptInput) -> None:
+    """What Enter does in the message box, without `pilot.press`: that waits for the app to be idle
+    by polling it every 20 ms, which would wake the UI thread while the engine runs."""
+    prompt.post_message(PromptInput.Submitted(prompt, prompt.text))
+
+
 async def with_ui(chunks: list[str], reasoning_tokens: int, delay: float = 0.0) -> dict[str, float]:
     backend = TimedBackend([chunks], delay=delay)
     app = make_app(Settings(model="bench", history=False, generation=generation()), lambda s, p: backend)
@@ -150,7 +157,7 @@ async def with_ui(chunks: list[str], reasoning_tokens: int, delay: float = 0.0) 
             prompt.focus()
             await pilot.pause()
             sent = time.perf_counter()
-            await pilot.press("enter")
+            press_enter(prompt)
             await asyncio.wait_for(rendered.wait(), timeout=600)
             await pilot.pause()  # and drawn: one layout and paint of the screen
             ui_done = time.perf_counter()
@@ -225,7 +232,8 @@ def real_model(model: str, runs: int, max_new_tokens: int) -> None:
                 prompt = app.screen.query_one("#prompt")
                 prompt.text = question
                 prompt.focus()
-                await pilot.press("enter")
+                await pilot.pause()
+                press_enter(prompt)
                 await asyncio.wait_for(rendered.wait(), timeout=600)
                 return app.chat.session.turns[-1].stats.tok_per_s
         finally:
