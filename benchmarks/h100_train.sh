@@ -3,7 +3,7 @@
 # and `medchat finetune` variants on medical-o1-shaped rows, each in a fresh process.
 # usage (on the GPU machine, checkout root): source .gpu/env.sh; bash benchmarks/h100_train.sh OUTDIR [VARIANT...]
 # A VARIANT is a quoted list of `medchat finetune` flags (a leading VAR=VALUE is set in the environment);
-# default: the shipped defaults at 2 x 2,048.
+# default: the shipped defaults (packed micro-batches of 2 x 2,048 tokens, 2 per optimizer step), then 1 per step.
 set -u
 out=${1:-/tmp/train-probe}; shift || true
 mkdir -p "$out"
@@ -11,7 +11,7 @@ mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt"
 python3 .gpu/bench.py /tmp/l8b unsloth 2048 2 8 16 2> "$out/raw-bench.err" | grep RESULT | tee "$out/raw-bench.txt"
 [ "${RAW_PROBE:-1}" = 0 ] || python3 benchmarks/train_probe.py raw /tmp/l8b --steps 12 2> "$out/raw-probe.err" | grep RESULT | tee "$out/raw-probe.txt"
-[ $# -gt 0 ] || set -- "--batch-size 2 --grad-accum 1"
+[ $# -gt 0 ] || set -- "" "--grad-accum 1"
 i=0
 for flags in "$@"; do
   i=$((i + 1))

@@ -214,10 +214,9 @@ def train_figures(settings: Any, steps: int, say) -> dict:
                "--max-steps", str(steps), "--name", "bench", "--save-steps", "0", "--eval-rows", "0",
                "--backend", settings.backend, "--device", settings.device, "--quantize", settings.quantize]
         if device == "cuda":
-            # Rows of about 4,096 real tokens per step, like the raw QLoRA loop's 2 x 2,048 (padding-free
-            # batches carry no padding, so equal tokens per step is the like-for-like comparison).
-            batch = max(1, round(4096 / statistics.median(lengths)))
-            cmd += ["--max-seq-length", "2048", "--batch-size", str(batch), "--grad-accum", "1"]
+            # The shipped defaults at the raw QLoRA loop's sequence length: packed micro-batches of
+            # 2 x 2,048 tokens, like its 2 x 2,048 rows.
+            cmd += ["--max-seq-length", "2048"]
         else:
             cmd += ["--max-seq-length", "1024", "--batch-size", "1", "--grad-accum", "1"]
         env = {**os.environ, "MEDCHAT_HOME": str(home)}
@@ -231,7 +230,8 @@ def train_figures(settings: Any, steps: int, say) -> dict:
     return {
         "command": "medchat " + " ".join(cmd[3:]),
         "backend": manifest.get("hardware", {}).get("backend", settings.backend),
-        "packing": manifest.get("settings", {}).get("finetune", {}).get("packing"),
+        "batching": t.get("batching"),
+        **{k: manifest.get("settings", {}).get("finetune", {}).get(k) for k in ("batch_size", "grad_accum")},
         "rows_median_tokens": int(statistics.median(lengths)), "rows_max_tokens": max(lengths),
         **{k: t.get(k) for k in ("steps", "tokens", "seconds", "tokens_per_second",
                                  "steady_tokens_per_second", "peak_gpu_gib")},

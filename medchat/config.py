@@ -103,8 +103,11 @@ class FinetuneSettings:
     lora_dropout: float = doc("LoRA dropout.", 0.0)
     use_rslora: bool = doc("Rank-stabilised LoRA (scales by alpha/sqrt(r)).", False)
     target_modules: tuple[str, ...] = doc("Layers that get LoRA weights.", DEFAULT_TARGET_MODULES)
-    batch_size: int = doc("Examples per device per step.", 1)
-    grad_accum: int = doc("Gradient accumulation steps per optimizer step.", 4)
+    batch_size: int = doc(
+        "Rows per micro-batch; with packed batches, micro-batches of batch_size x max_seq_length tokens "
+        "filled with whole rows.", 2
+    )
+    grad_accum: int = doc("Micro-batches per optimizer step (gradient accumulation).", 2)
     max_steps: int = doc("Optimizer steps to train; 0 = train for `epochs` instead.", 60)
     epochs: float = doc("Passes over the data when `max_steps` is 0.", 1.0)
     learning_rate: float = doc(
@@ -125,9 +128,9 @@ class FinetuneSettings:
         "Training precision; 'auto' = bf16 where supported, else fp16 on GPU, bf16 autocast on CPU.", "auto"
     )
     packing: Literal["auto", "packed", "padding_free", "off"] = doc(
-        "How rows become batches on CUDA: 'packed' fills each max_seq_length sequence with several rows "
-        "(attention stays within each row; `batch_size` then counts sequences), 'padding_free' "
-        "concatenates a batch's rows without padding, 'off' pads. 'auto' = packed with Unsloth, else off.",
+        "How rows become batches on CUDA: 'packed' fills each micro-batch with whole rows up to batch_size "
+        "x max_seq_length tokens (attention stays within each row), 'padding_free' concatenates a batch's "
+        "rows without padding, 'off' pads. 'auto' = packed with Unsloth, else off (padded, on CPU).",
         "auto",
     )
     gradient_checkpointing: Literal["auto", "unsloth", "on", "off"] = doc(

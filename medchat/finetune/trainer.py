@@ -52,7 +52,6 @@ class Plan:
     resolved: Any = None  # medchat.models.ResolvedModel
     notes: list[str] = field(default_factory=list)
     learning_rate: float = 0.0  # the rate actually used (settles "auto" once the model is loaded)
-    flash_varlen: bool = False  # concatenated rows attend through one flash varlen call per layer
 
     @property
     def ft(self):
@@ -180,11 +179,15 @@ def load_model(plan: Plan, say: Say) -> tuple[Any, Any]:
     if plan.backend == "unsloth":
         from medchat.engine.backends.local import load_unsloth_model
 
-        model, tok = load_unsloth_model(plan.resolved, dtype=s.dtype, quantize=s.quantize, max_seq_length=ft.max_seq_length)
-        from unsloth import FastLanguageModel
+        # FastModel, not FastLanguageModel: its stock transformers layers run as one compiled region each,
+        # packed rows included; FastLanguageModel's own Llama layers take packed rows eagerly, which left
+        # an H100 waiting on Python (0.6-0.8x the raw loop against 0.9-1.0x, benchmarks/RESULTS.md).
+        model, tok = load_unsloth_model(plan.resolved, dtype=s.dtype, quantize=s.quantize,
+                                        max_seq_length=micro_batch(plan, batching(plan))[1], generic=True)
+        from unsloth import FastModel
 
         gc_mode = {"auto": "unsloth", "unsloth": "unsloth", "on": True, "off": False}[ft.gradient_checkpointing]
-        model = FastLanguageModel.get_peft_model(
+        model = FastModel.get_peft_model(
             model, r=ft.lora_r, lora_alpha=ft.lora_alpha, lora_dropout=ft.lora_dropout, bias="none",
             target_modules=list(ft.target_modules), use_gradient_checkpointing=gc_mode,
             random_state=ft.seed, use_rslora=ft.use_rslora,
@@ -417,20 +420,21 @@ def trainer_args(plan: Plan, n_rows: int, n_tokens: int = 0):
     mode = batching(plan)
     if mode != plan.ft.packing and plan.ft.packing != "auto":
         plan.notes.append(f"{plan.ft.packing.replace('_', '-')} batches need CUDA attention kernels; using padded batches on CPU")
+    batch, length = micro_batch(plan, mode)
     if mode == "packed":
         kwargs.update(packing=True, packing_strategy="bfd")
+        if n_tokens:
+            n_rows = math.ceil(n_tokens / length)  # a micro-batch is one packed sequence
     elif mode == "padding_free":
         kwargs["padding_free"] = True
-    if mode == "packed" and n_tokens:
-        n_rows = math.ceil(n_tokens / ft.max_seq_length)  # a step's batch is sequences, not rows
     # A warm-up longer than a tenth of the run would keep a short run (a smoke test, a demo) near lr 0.
-    steps = ft.max_steps or math.ceil(n_rows / (ft.batch_size * ft.grad_accum) * ft.epochs)
+    steps = ft.max_steps or math.ceil(n_rows / (batch * ft.grad_accum) * ft.epochs)
     warmup = min(ft.warmup_steps, steps // 10)
     if warmup < ft.warmup_steps and ft.warmup_ratio == 0:
         plan.notes.append(f"warm-up shortened to {warmup} steps (a tenth of this {steps}-step run)")
     return SFTConfig(
         output_dir=str(plan.run_dir),
-        per_device_train_batch_size=ft.batch_size,
+        per_device_train_batch_size=batch,
         gradient_accumulation_steps=ft.grad_accum,
         max_steps=ft.max_steps if ft.max_steps > 0 else -1,
         num_train_epochs=ft.epochs,
@@ -448,7 +452,7 @@ def trainer_args(plan: Plan, n_rows: int, n_tokens: int = 0):
         save_total_limit=2,
         report_to=[] if ft.report_to == "none" else [ft.report_to],
         run_name=plan.name,
-        max_length=ft.max_seq_length,
+        max_length=length,
         completion_only_loss=True,
         # Concatenated batches hold no padding, and counting "non-padding" there would skip every real
         # token that shares the pad id (often EOS): count them all.
@@ -464,14 +468,28 @@ def batching(plan: Plan) -> str:
     """How rows become batches: 'packed', 'padding_free' or 'off' (padded).
 
     Both concatenating modes rely on variable-length attention kernels (Unsloth's, FlashAttention's) to
-    keep rows apart, so they need CUDA. 'packed' fills each sequence of max_seq_length tokens with
-    several rows (best fit), so every step carries about the same number of tokens and the GPU is not
-    left waiting on Python between small batches; 'auto' picks it with Unsloth.
+    keep rows apart, so they need CUDA. 'packed' fills each micro-batch with whole rows up to
+    batch_size x max_seq_length tokens (best fit), so every step carries about the same number of
+    tokens and the GPU is not left waiting on Python between small batches; 'auto' picks it with
+    Unsloth.
     """
     want = plan.ft.packing
     if want == "auto":
         return "packed" if plan.device == "cuda" and plan.backend == "unsloth" else "off"
     return want if plan.device == "cuda" else "off"
+
+
+def micro_batch(plan: Plan, mode: str) -> tuple[int, int]:
+    """(sequences per micro-batch, their max length) for the trainer.
+
+    Packed: one sequence of batch_size x max_seq_length tokens, filled best-fit with whole rows. That
+    is fuller than batch_size separate sequences (rows of ~1,000 tokens leave a 2,048 one partly
+    empty) and holds the same number of tokens, so it needs the same memory.
+    """
+    ft = plan.ft
+    if mode == "packed":
+        return 1, ft.batch_size * ft.max_seq_length
+    return ft.batch_size, ft.max_seq_length
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
@@ -514,10 +532,6 @@ def train(plan: Plan, model: Any, tokenizer: Any, built: Built, say: Say) -> tup
 
     plan.learning_rate = effective_learning_rate(plan.ft.learning_rate, model)
     args = trainer_args(plan, len(built.rows), sum(len(r["input_ids"]) for r in built.rows))
-    if plan.backend == "unsloth" and (args.packing or args.padding_free):
-        from medchat.finetune import varlen
-
-        plan.flash_varlen = varlen.enable()
     dataset = Dataset.from_list(built.rows)
     stop = StopFlag()
     progress = make_callback(plan, stop)
@@ -616,7 +630,7 @@ def build_manifest(plan: Plan, tokenizer: Any, built: Built, result: TrainResult
                      "tokens_per_second": round(result.tokens / max(result.seconds, 1e-9), 1),
                      "steady_tokens_per_second": result.steady_tokens_per_second,
                      "peak_gpu_gib": result.peak_gpu_gib, "interrupted": result.interrupted,
-                     "batching": batching(plan), "flash_varlen": plan.flash_varlen},
+                     "batching": batching(plan)},
         "losses": {"first_train": losses[0] if losses else None, "final_train": losses[-1] if losses else None,
                    "history": result.losses},
         "versions": library_versions(),

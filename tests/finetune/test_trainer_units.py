@@ -78,6 +78,12 @@ def test_batching_mode(want, device, backend, expected):
         assert any("need CUDA" in n for n in p.notes) == (want not in ("auto", "off"))
 
 
+def test_packed_micro_batch_is_one_sequence_of_batch_size_times_max_length():
+    p = plan(batch_size=3, max_seq_length=1024)
+    assert T.micro_batch(p, "packed") == (1, 3072)
+    assert T.micro_batch(p, "padding_free") == T.micro_batch(p, "off") == (3, 1024)
+
+
 def test_epochs_mode_and_recipe_warmup_kept():
     args = T.trainer_args(plan(max_steps=0, epochs=2.0, warmup_steps=5), n_rows=400)
     assert args.max_steps == -1 and args.num_train_epochs == 2.0 and args.warmup_steps == 5

@@ -133,14 +133,15 @@ def _load_error(resolved: ResolvedModel, exc: BaseException) -> MedchatError:
     return ModelUnavailable(f"cannot load {resolved.name}: {text}")
 
 
-def load_unsloth_model(resolved: ResolvedModel, *, dtype: str, quantize: str, max_seq_length: int = 4096):
+def load_unsloth_model(resolved: ResolvedModel, *, dtype: str, quantize: str, max_seq_length: int = 4096,
+                       generic: bool = False):
     import unsloth  # noqa: F401  (first: it patches transformers)
-    from unsloth import FastLanguageModel
+    from unsloth import FastLanguageModel, FastModel
 
     load_4bit = quantize != "none"
     torch_dtype = None if dtype == "auto" else pick_dtype(dtype, "cuda")
     try:
-        model, tokenizer = FastLanguageModel.from_pretrained(
+        model, tokenizer = (FastModel if generic else FastLanguageModel).from_pretrained(
             resolved.source, max_seq_length=max_seq_length, dtype=torch_dtype, load_in_4bit=load_4bit
         )
     except Exception as exc:  # noqa: BLE001
