@@ -315,10 +315,9 @@ class ChatScreen(Screen):
             buffer.put(GenerationFailed(message))
 
     def _drawing(self) -> bool:
-        """The screen still has a layout or a repaint to do."""
-        return bool(
-            self._layout_required or self._repaint_required or self._recompose_required or self._dirty_widgets
-        )
+        """The screen still has a layout or a repaint to do (Textual's own flags; False if renamed)."""
+        flags = ("_layout_required", "_repaint_required", "_recompose_required", "_dirty_widgets")
+        return any(getattr(self, flag, False) for flag in flags)
 
     def on_stream_started(self, message: StreamStarted) -> None:
         # Shown by the next take with the reply's tokens: no repaint now, while the model starts.
