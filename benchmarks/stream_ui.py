@@ -240,16 +240,35 @@ def real_model(model: str, runs: int, max_new_tokens: int) -> None:
             TurnView.finish = original_finish
             in_app_running = False
 
+    async def beside_idle_app() -> float:
+        """The app open and idle (no reply in it) while the same reply is generated alone: what the
+        app's mere presence costs, apart from streaming into it."""
+        app = make_app(settings, lambda s, p: backend)
+        async with app.run_test(size=(120, 40)) as pilot:
+            while getattr(app.screen, "session", None) is None:
+                await asyncio.sleep(0.01)
+            await pilot.pause()
+            result: list = []
+            thread = threading.Thread(target=lambda: result.extend(ChatSession(backend, gen).send(question)))
+            thread.start()
+            while thread.is_alive():
+                await asyncio.sleep(0.2)
+            return result[-1].stats.tok_per_s
+
     alone()  # warm-up
-    a, u = [], []
+    a, u, i = [], [], []
     for _ in range(runs):
         a.append(alone())
         u.append(asyncio.run(in_app()))
+        i.append(asyncio.run(beside_idle_app()))
     print(f"model {backend.info.model} on {backend.info.device}, {max_new_tokens} tokens greedy, {runs} runs each")
     print(f"alone:      median {statistics.median(a):6.2f} tok/s  {['%.2f' % x for x in a]}")
     print(f"in the app: median {statistics.median(u):6.2f} tok/s  {['%.2f' % x for x in u]}")
     print(f"UI slowdown of generation: {100 * (statistics.median(a) / statistics.median(u) - 1):+.1f} %  (goal <= 5 %)")
     print("  per run:                 " + " ".join(f"{100 * (x / y - 1):+.0f}%" for x, y in zip(a, u)))
+    print(f"beside an idle app: median {statistics.median(i):6.2f} tok/s  {['%.2f' % x for x in i]}")
+    print(f"  slowdown:                {100 * (statistics.median(a) / statistics.median(i) - 1):+.1f} %  "
+          "(the app open, the reply generated in a plain thread, not shown)")
     print(f"UI thread CPU meanwhile:   {100 * statistics.median(shares):.1f} % of the generation's time "
           f"(per run: {' '.join(f'{100 * x:.1f}%' for x in shares)})")
 
