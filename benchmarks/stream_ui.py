@@ -15,8 +15,8 @@ streams them into its panes. Printed:
   early cost (no O(n^2)).
 
 With ``--model smollm2`` (or any model medchat can load) it instead measures a real model: the same
-greedy reply generated alone and inside the headless chat app, alternately, reporting decode tok/s
-and the UI thread's CPU time while the reply was generated.
+greedy reply generated alone, inside the headless chat app, and beside the app left idle, in turn,
+reporting decode tok/s and the UI thread's CPU time while the reply was generated in the app.
 
 Run:  .venv/bin/python benchmarks/stream_ui.py [--runs 3] [--reasoning-tokens 20000]
       .venv/bin/python benchmarks/stream_ui.py --model smollm2 [--runs 5] [--max-new-tokens 64]
