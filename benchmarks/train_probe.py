@@ -23,7 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-PROFILED = (6, 7)  # 0-based steps profiled: after compilation and warm-up
+# 0-based steps profiled, after compilation and warm-up; PROBE_PROFILE=0 profiles none (the profiler
+# slows the steps after it too, so throughput figures to report come from unprofiled runs).
+PROFILED = (6, 7) if os.environ.get("PROBE_PROFILE", "1") != "0" else (-1, -1)
 
 
 def gpu_kernel_seconds(prof) -> float:
@@ -94,9 +96,9 @@ class StepTimer:
             "median_step_s": round(plain_wall, 4),
             "median_tokens_per_step": int(statistics.median(n for _, n in steady)) if steady else 0,
             "tok_s": round(rates[len(rates) // 2], 1) if rates else None,
-            "gpu_kernel_s_per_step": round(self.kernel_s / profiled_steps, 4),
+            "gpu_kernel_s_per_step": round(self.kernel_s / profiled_steps, 4) if self.kernel_s else None,
             # kernel time of a profiled step over an unprofiled step's wall time: how busy the GPU is
-            "gpu_busy": round(self.kernel_s / profiled_steps / plain_wall, 3) if plain_wall else None,
+            "gpu_busy": round(self.kernel_s / profiled_steps / plain_wall, 3) if self.kernel_s and plain_wall else None,
             "peak_gib": round(self.torch.cuda.max_memory_allocated() / 2**30, 2) if self.cuda else None,
         }
 
@@ -181,7 +183,7 @@ def medchat_run(args, extra: list[str]) -> dict:
     manifests = list(home.rglob("medchat.json"))
     training = json.loads(manifests[0].read_text())["training"] if manifests else {}
     return {"mode": "medchat", "flags": " ".join(extra), "sampling": sampling or "", "exit": code,
-            "batching": training.get("batching"), "flash_varlen": training.get("flash_varlen"),
+            "batching": training.get("batching"),
             **timer.summary(tokens)}
 
 

@@ -110,3 +110,23 @@ def test_cancel_from_another_thread_stops_promptly():
     assert s.turns[-1].answer  # the partial output stays
     assert sum(isinstance(e, AnswerDelta) for e in seen) == done.stats.completion_tokens
     assert not any(isinstance(e, ReasoningDelta) for e in seen)
+
+
+def test_turn_text_follows_the_stream_and_survives_a_consumer_that_stops_early():
+    from medchat.engine.session import FLUSH_EVERY
+
+    n = 3 * FLUSH_EVERY
+    script = ["<think>"] + [f"r{i} " for i in range(n)] + ["</think>"] + [f"a{i} " for i in range(n)]
+    session = ChatSession(FakeBackend([script, script]), GenerationSettings(max_new_tokens=10_000))
+    events = session.send("q")
+    for event in events:
+        turn = session.turns[-1]
+        if isinstance(event, AnswerDelta):  # reasoning is complete once the answer starts
+            assert turn.reasoning.strip() == " ".join(f"r{i}" for i in range(n))
+            break
+    events.close()  # the consumer gives up mid-answer: what it was given is kept
+    assert session.turns[-1].answer == "a0 "
+    events = session.regenerate()
+    *_, done = events
+    assert (session.turns[-1].reasoning, session.turns[-1].answer) == (done.reasoning, done.answer)
+    assert done.answer.split() == [f"a{i}" for i in range(n)]

@@ -107,6 +107,9 @@ def stream_events(
     yield GenerationDone("".join(reasoning), "".join(answer), stats)
 
 
+FLUSH_EVERY = 32  # deltas gathered before they join a turn's text
+
+
 @dataclass
 class Turn:
     """One exchange. ``reasoning`` is shown and stored but never sent back to the model."""
@@ -214,26 +217,47 @@ class ChatSession:
     ) -> Iterator[Event]:
         turn = self.turns[-1]
         before_reasoning, before_answer = (turn.reasoning, turn.answer) if extend else ("", "")
-        for event in stream_events(
-            self.backend,
-            messages,
-            self.generation,
-            cancel,
-            continue_final=continue_final,
-            continue_in_reasoning=continue_in_reasoning,
-        ):
-            if isinstance(event, ReasoningDelta):
-                turn.reasoning += event.text
-            elif isinstance(event, AnswerDelta):
-                turn.answer += event.text
-            elif isinstance(event, GenerationDone):
-                turn.reasoning = before_reasoning + event.reasoning
-                turn.answer = before_answer + event.answer
-                turn.stats = _merge_stats(turn.stats, event.stats) if extend else event.stats
-                turn.error = ""
-            elif isinstance(event, GenerationFailed):
-                turn.error = event.error
-            yield event
+        # Deltas join the turn's text in groups: `+=` per token copies the whole text each time, which
+        # grows with the square of the reply (half the engine's time at 20,000 tokens). The turn is
+        # at most FLUSH_EVERY deltas behind while it streams, and exact once it ends.
+        reasoning: list[str] = []
+        answer: list[str] = []
+
+        def flush() -> None:
+            if reasoning:
+                turn.reasoning += "".join(reasoning)
+                reasoning.clear()
+            if answer:
+                turn.answer += "".join(answer)
+                answer.clear()
+
+        try:
+            for event in stream_events(
+                self.backend,
+                messages,
+                self.generation,
+                cancel,
+                continue_final=continue_final,
+                continue_in_reasoning=continue_in_reasoning,
+            ):
+                if isinstance(event, (ReasoningDelta, AnswerDelta)):
+                    parts = reasoning if isinstance(event, ReasoningDelta) else answer
+                    parts.append(event.text)
+                    if len(parts) >= FLUSH_EVERY or (parts is answer and reasoning):
+                        flush()
+                elif isinstance(event, GenerationDone):
+                    reasoning.clear()
+                    answer.clear()
+                    turn.reasoning = before_reasoning + event.reasoning
+                    turn.answer = before_answer + event.answer
+                    turn.stats = _merge_stats(turn.stats, event.stats) if extend else event.stats
+                    turn.error = ""
+                elif isinstance(event, GenerationFailed):
+                    flush()
+                    turn.error = event.error
+                yield event
+        finally:
+            flush()  # a consumer that stops early keeps every delta it was given
 
 
 def _merge_stats(old: GenerationStats | None, new: GenerationStats) -> GenerationStats:
