@@ -52,6 +52,7 @@ class Plan:
     resolved: Any = None  # medchat.models.ResolvedModel
     notes: list[str] = field(default_factory=list)
     learning_rate: float = 0.0  # the rate actually used (settles "auto" once the model is loaded)
+    log_dir: str = ""  # where --report-to tensorboard writes (kept after the run)
 
     @property
     def ft(self):
@@ -492,6 +493,15 @@ def micro_batch(plan: Plan, mode: str) -> tuple[int, int]:
     return ft.batch_size, ft.max_seq_length
 
 
+def tensorboard_dir(plan: Plan) -> str:
+    """Where TensorBoard logs go: transformers' TENSORBOARD_LOGGING_DIR if the user set it, else a
+    folder of the data dir named after the adapter (not the run folder, which is removed once the
+    adapter is stored)."""
+    chosen = os.environ.get("TENSORBOARD_LOGGING_DIR") or str(paths.data_dir() / "tensorboard" / plan.name)
+    os.environ["TENSORBOARD_LOGGING_DIR"] = chosen  # read by transformers' TensorBoardCallback
+    return chosen
+
+
 def last_checkpoint(run_dir: Path) -> Path | None:
     ckpts = [p for p in run_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
     return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
@@ -531,6 +541,8 @@ def train(plan: Plan, model: Any, tokenizer: Any, built: Built, say: Say) -> tup
     import torch
 
     plan.learning_rate = effective_learning_rate(plan.ft.learning_rate, model)
+    if plan.ft.report_to == "tensorboard":
+        plan.log_dir = tensorboard_dir(plan)
     args = trainer_args(plan, len(built.rows), sum(len(r["input_ids"]) for r in built.rows))
     dataset = Dataset.from_list(built.rows)
     stop = StopFlag()
@@ -637,6 +649,7 @@ def build_manifest(plan: Plan, tokenizer: Any, built: Built, result: TrainResult
         "hardware": hardware(plan),
         "duration_seconds": round(time.time() - started, 1),
         "notes": plan.notes,
+        **({"tensorboard_logs": plan.log_dir} if plan.log_dir else {}),
     }
 
 
@@ -837,6 +850,8 @@ def print_summary(manifest: dict[str, Any], path: Path) -> None:
         + (f", peak GPU memory {t['peak_gpu_gib']} GiB" if t.get("peak_gpu_gib") is not None else ""),
         f"  loss {losses['first_train']} → {losses['final_train']}",
     ]
+    if manifest.get("tensorboard_logs"):
+        lines.append(f"  TensorBoard: tensorboard --logdir {shell_quote(manifest['tensorboard_logs'])}")
     ev = manifest.get("eval")
     if ev:
         lines.append(f"  report card: {format_eval_line(ev)}")

@@ -114,3 +114,13 @@ def test_default_name_is_readable_and_unique(medchat_home):
     assert name.startswith("smollm2-sample-")
     (T.runs_dir() / name).mkdir(parents=True)
     assert T.default_name("smollm2", D.DataSource("sample", "sample")) == name + "-2"
+
+
+def test_tensorboard_logs_outlive_the_run_folder(monkeypatch):
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", "")  # so the test's end restores the variable as it was
+    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR")
+    p = plan()
+    chosen = T.tensorboard_dir(p)
+    assert chosen.endswith("tensorboard/demo") and not chosen.startswith(str(p.run_dir))
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", "/elsewhere")
+    assert T.tensorboard_dir(p) == "/elsewhere"
