@@ -90,6 +90,23 @@ def check_report_to(report_to: str) -> None:
 
     if report_to != "none" and importlib.util.find_spec(report_to) is None:
         raise UsageError(f"--report-to {report_to} needs the '{report_to}' package: pip install 'medchat[{report_to}]' (or use --report-to none)")
+    if report_to == "wandb":
+        check_wandb_login()
+
+
+def check_wandb_login() -> None:
+    """W&B asks for its key when the run starts, after the model loaded; ask now instead (it prompts on
+    a terminal) and turn a missing key into one line. Offline and disabled modes need no key."""
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun"):
+        return
+    import wandb
+
+    try:
+        wandb.login()
+    except Exception as exc:  # noqa: BLE001 - wandb's errors vary by version
+        why = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UsageError(f"--report-to wandb: {why} (run `wandb login`, set WANDB_API_KEY, or set "
+                         "WANDB_MODE=offline to log locally); nothing was trained") from None
 
 
 def hub_token() -> str:

@@ -124,3 +124,24 @@ def test_tensorboard_logs_outlive_the_run_folder(monkeypatch):
     assert chosen.endswith("tensorboard/demo") and not chosen.startswith(str(p.run_dir))
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", "/elsewhere")
     assert T.tensorboard_dir(p) == "/elsewhere"
+
+
+def test_wandb_without_a_login_is_refused_before_anything_loads(monkeypatch):
+    import sys
+    import types
+
+    from medchat.errors import UsageError
+
+    calls = []
+
+    def login():
+        calls.append(1)
+        raise RuntimeError("No API key configured. Use `wandb login` to log in.")
+
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(login=login))
+    monkeypatch.setenv("WANDB_MODE", "online")
+    with pytest.raises(UsageError, match="wandb login.*WANDB_MODE=offline"):
+        T.check_wandb_login()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    T.check_wandb_login()  # logs locally: no key needed, W&B not even asked
+    assert calls == [1]
