@@ -322,6 +322,12 @@ def burst_scenario(args, chunks: list[str], total: int, r: int) -> None:
     print(f"noise: alone vs alone:   {100 * (statistics.median(again) / alone - 1):+6.1f} %   (the engine alone "
           "once more after each UI run, against the run before it)")
     print("  per run:               " + " ".join(f"{100 * (b / a - 1):+.0f}%" for a, b in zip(alones, again)))
+    # Noise on a shared box only ever adds time, so the fastest of several runs is the cost itself
+    # (timeit's rule); a 0.05 s burst is too short for medians to resolve a few per cent.
+    best_alone = min(alones + again)
+    best_under = min(x["engine_under_ui"] for x in burst)
+    print(f"best of runs:            alone {best_alone:.4f} s, under the UI {best_under:.4f} s: "
+          f"{100 * (best_under / best_alone - 1):+.1f} %   (goal <= 5 %)")
     print(ui_share(burst))
     print(f"first text on screen:    {statistics.median(x['first_text'] for x in burst):7.3f} s after Enter")
     print(f"all tokens on screen:    {statistics.median(x['ui_done'] for x in burst):7.3f} s after Enter "
