@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -112,21 +113,71 @@ def test_cancel_from_another_thread_stops_promptly():
     assert not any(isinstance(e, ReasoningDelta) for e in seen)
 
 
-def test_turn_text_follows_the_stream_and_survives_a_consumer_that_stops_early():
-    from medchat.engine.session import FLUSH_EVERY
-
-    n = 3 * FLUSH_EVERY
+def test_live_reply_shows_deltas_mid_stream_to_another_thread_and_the_turn_is_exact_at_the_end():
+    n = 200
     script = ["<think>"] + [f"r{i} " for i in range(n)] + ["</think>"] + [f"a{i} " for i in range(n)]
-    session = ChatSession(FakeBackend([script, script]), GenerationSettings(max_new_tokens=10_000))
+    session = ChatSession(FakeBackend([script], delay=0.001), GenerationSettings(max_new_tokens=10_000))
+    events = session.send("q")
+    live = session.live  # there before the generation starts
+    assert live.reasoning == [] and live.answer == []
+    seen: list[tuple[str, str]] = []  # what a reader saw mid-stream, as the UI reads it
+    final = []
+    worker = threading.Thread(target=lambda: final.extend(events))
+    worker.start()
+    while worker.is_alive():
+        m = len(live.answer)  # answer first: all reasoning is appended before any answer
+        k = len(live.reasoning)
+        seen.append(("".join(live.reasoning[:k]), "".join(live.answer[:m])))
+        if m:
+            assert live.reasoning_tokens == n  # the reasoning was complete once the answer started
+        time.sleep(0.002)
+    worker.join()
+    done = final[-1]
+    assert isinstance(done, GenerationDone)
+    full_reasoning, full_answer = " ".join(f"r{i}" for i in range(n)), " ".join(f"a{i}" for i in range(n))
+    assert any(0 < len(r.split()) < n and not a for r, a in seen)  # part of the reasoning, mid-stream
+    assert any(0 < len(a.split()) < n for _, a in seen)  # and part of the answer
+    for reasoning, answer in seen:  # every sight is a prefix of the reply
+        assert full_reasoning.startswith(reasoning.strip()) and full_answer.startswith(answer.strip())
+        assert not answer or reasoning.strip() == full_reasoning
+    turn = session.turns[-1]
+    assert (turn.reasoning, turn.answer) == (done.reasoning, done.answer) == ("".join(live.reasoning), "".join(live.answer))
+    assert (live.reasoning_tokens, live.answer_tokens) == (n, n)
+
+
+def test_a_consumer_that_stops_early_keeps_every_delta_it_was_given():
+    script = ["<think>", "r1 ", "r2", "</think>", "a1 ", "a2 ", "a3"]
+    session = ChatSession(FakeBackend([script]))
     events = session.send("q")
     for event in events:
-        turn = session.turns[-1]
-        if isinstance(event, AnswerDelta):  # reasoning is complete once the answer starts
-            assert turn.reasoning.strip() == " ".join(f"r{i}" for i in range(n))
+        if isinstance(event, AnswerDelta) and event.text.strip() == "a2":
             break
     events.close()  # the consumer gives up mid-answer: what it was given is kept
-    assert session.turns[-1].answer == "a0 "
-    events = session.regenerate()
-    *_, done = events
-    assert (session.turns[-1].reasoning, session.turns[-1].answer) == (done.reasoning, done.answer)
-    assert done.answer.split() == [f"a{i}" for i in range(n)]
+    turn = session.turns[-1]
+    assert (turn.reasoning, turn.answer) == ("r1 r2", "a1 a2 ")
+    assert turn.stats is None and not turn.error
+
+
+def test_a_failure_keeps_the_partial_text():
+    class Breaks(FakeBackend):
+        def stream(self, *args, **kwargs):
+            yield from super().stream(*args, **kwargs)
+            raise BackendError("server went away")
+
+    session = ChatSession(Breaks([["<think>", "half a ", "thought", "</think>", "and an ans"]]))
+    events = list(session.send("q"))
+    failed = events[-1]
+    assert isinstance(failed, GenerationFailed) and failed.error == "server went away"
+    turn = session.turns[-1]
+    assert (turn.reasoning, turn.answer, turn.error) == ("half a thought", "and an ans", "server went away")
+    assert "".join(session.live.answer) == "and an ans"
+
+
+def test_continue_keeps_the_earlier_text_and_the_live_reply_holds_only_the_new_deltas():
+    b = FakeBackend([["<think>", "part one"], [" part two", "</think>", "Answer"]])
+    s = ChatSession(b, GenerationSettings(max_new_tokens=2))
+    list(s.send("Q"))
+    s.generation = GenerationSettings()
+    list(s.continue_last())
+    assert "".join(s.live.reasoning) == " part two" and "".join(s.live.answer) == "Answer"
+    assert (s.turns[-1].reasoning, s.turns[-1].answer) == ("part one part two", "Answer")

@@ -107,7 +107,24 @@ def stream_events(
     yield GenerationDone("".join(reasoning), "".join(answer), stats)
 
 
-FLUSH_EVERY = 32  # deltas gathered before they join a turn's text
+class LiveReply:
+    """The reply being generated, delta by delta, for a reader in another thread (the chat UI).
+
+    The generation thread only ever appends to ``reasoning`` and ``answer`` (the deltas' texts, in
+    order) and then raises the matching token counter. ``list.append`` is atomic under the
+    interpreter lock, so another thread may read ``len()`` and slice up to it without a lock: it sees
+    a prefix of the reply. All reasoning comes before any answer, so a reader that reads
+    ``len(answer)`` first, then ``len(reasoning)``, never sees answer text whose reasoning it lacks.
+    Only the new text of this generation is here (a continued reply's earlier text is in its turn).
+    """
+
+    __slots__ = ("reasoning", "answer", "reasoning_tokens", "answer_tokens")
+
+    def __init__(self) -> None:
+        self.reasoning: list[str] = []
+        self.answer: list[str] = []
+        self.reasoning_tokens = 0
+        self.answer_tokens = 0
 
 
 @dataclass
@@ -134,7 +151,8 @@ class Turn:
 
 class ChatSession:
     """A conversation with one backend. Generation methods are iterators of events, meant to run in
-    a worker thread; ``cancel()`` may be called from any thread."""
+    a worker thread; ``cancel()`` may be called from any thread. ``live`` is the reply of the latest
+    generation as it streams (see `LiveReply`), there as soon as a generation method returns."""
 
     def __init__(
         self,
@@ -148,6 +166,7 @@ class ChatSession:
         self.system_prompt = system_prompt
         self.turns: list[Turn] = list(turns)
         self._cancel = threading.Event()
+        self.live = LiveReply()
 
     # -- prompt ---------------------------------------------------------------------------------
     def messages(self, upto: int | None = None) -> list[Message]:
@@ -203,34 +222,27 @@ class ChatSession:
         continue_in_reasoning: bool = False,
         extend: bool = False,
     ) -> Iterator[Event]:
-        # A new cancel flag now, not at the first token: a cancel() before iteration starts counts.
+        # A new cancel flag and live reply now, not at the first token: a cancel() before iteration
+        # starts counts, and a reader can hold the reply before the generation thread starts.
         self._cancel = threading.Event()
-        return self._events(messages, self._cancel, continue_final, continue_in_reasoning, extend)
+        self.live = LiveReply()
+        return self._events(messages, self._cancel, self.live, continue_final, continue_in_reasoning, extend)
 
     def _events(
         self,
         messages: list[Message],
         cancel: threading.Event,
+        live: LiveReply,
         continue_final: bool,
         continue_in_reasoning: bool,
         extend: bool,
     ) -> Iterator[Event]:
         turn = self.turns[-1]
         before_reasoning, before_answer = (turn.reasoning, turn.answer) if extend else ("", "")
-        # Deltas join the turn's text in groups: `+=` per token copies the whole text each time, which
-        # grows with the square of the reply (half the engine's time at 20,000 tokens). The turn is
-        # at most FLUSH_EVERY deltas behind while it streams, and exact once it ends.
-        reasoning: list[str] = []
-        answer: list[str] = []
-
-        def flush() -> None:
-            if reasoning:
-                turn.reasoning += "".join(reasoning)
-                reasoning.clear()
-            if answer:
-                turn.answer += "".join(answer)
-                answer.clear()
-
+        # Deltas go to the live reply, and join the turn's text once, when the reply ends: `+=` per
+        # token copies the whole text each time, which grows with the square of the reply.
+        reasoning, answer = live.reasoning, live.answer
+        ended = False
         try:
             for event in stream_events(
                 self.backend,
@@ -240,24 +252,29 @@ class ChatSession:
                 continue_final=continue_final,
                 continue_in_reasoning=continue_in_reasoning,
             ):
-                if isinstance(event, (ReasoningDelta, AnswerDelta)):
-                    parts = reasoning if isinstance(event, ReasoningDelta) else answer
-                    parts.append(event.text)
-                    if len(parts) >= FLUSH_EVERY or (parts is answer and reasoning):
-                        flush()
-                elif isinstance(event, GenerationDone):
-                    reasoning.clear()
-                    answer.clear()
+                kind = type(event)
+                if kind is ReasoningDelta:
+                    reasoning.append(event.text)
+                    live.reasoning_tokens += event.tokens
+                elif kind is AnswerDelta:
+                    answer.append(event.text)
+                    live.answer_tokens += event.tokens
+                elif kind is GenerationDone:
+                    ended = True
                     turn.reasoning = before_reasoning + event.reasoning
                     turn.answer = before_answer + event.answer
                     turn.stats = _merge_stats(turn.stats, event.stats) if extend else event.stats
                     turn.error = ""
-                elif isinstance(event, GenerationFailed):
-                    flush()
+                elif kind is GenerationFailed:
+                    ended = True
+                    turn.reasoning = before_reasoning + "".join(reasoning)  # the partial text stays
+                    turn.answer = before_answer + "".join(answer)
                     turn.error = event.error
                 yield event
         finally:
-            flush()  # a consumer that stops early keeps every delta it was given
+            if not ended:  # a consumer that stopped early keeps every delta it was given
+                turn.reasoning = before_reasoning + "".join(reasoning)
+                turn.answer = before_answer + "".join(answer)
 
 
 def _merge_stats(old: GenerationStats | None, new: GenerationStats) -> GenerationStats:

@@ -1,22 +1,24 @@
-"""Hand-over of a reply's events from the worker thread to the UI thread.
+"""How a reply's text gets from the generation thread to the screen.
 
 A fast backend produces thousands of tokens a second, and on a small machine the generation thread
 and the UI thread share one interpreter lock: every microsecond the hand-over or the UI spends is
-taken from generation. So the worker's side is as cheap as it can be: `pump` appends each event to a
-`StreamBuffer` (a deque append, atomic under the lock) and posts one `StreamReady` message only when
-the UI is not already signalled. The UI joins the deltas when it takes them, and takes no more often
-than `TakePacer` allows. Nothing is ever held back: whatever arrived is shown at the next take.
+taken from generation. So there is no per-token hand-over at all: the engine appends each delta to
+the session's `LiveReply` (which it does anyway), the generation thread drains the events in a C loop
+and posts one `ReplyEnded` message at the end, and the UI samples the live reply on a timer: each take
+(`ReplyReader.take`) joins the deltas that arrived since the last one. `TakePacer` spaces the takes
+so that drawing stays within a small share of the CPU. Nothing is ever held back: whatever arrived
+is shown at the next take, and the last take runs when the reply ends.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
-from typing import Callable, Iterable, Union
+from typing import Callable
 
 from textual.message import Message
 
-from medchat.engine.events import AnswerDelta, Event, GenerationDone, GenerationFailed, ReasoningDelta
+from medchat.engine.events import GenerationDone, GenerationFailed
+from medchat.engine.session import LiveReply
 
 MIN_INTERVAL = 0.1  # at most 10 UI updates a second: smooth to read, and each is a full layout pass
 MAX_INTERVAL = 1.0  # and at least one, however slow drawing is
@@ -24,91 +26,48 @@ UI_DUTY = 0.04  # share of one core the UI may spend drawing while a reply strea
 FIRST_TAKE_COST = 0.01  # assumed CPU cost of a take before one has been measured (seconds)
 
 
-class Chunk:
-    """Consecutive deltas of one pane, joined."""
+class ReplyEnded(Message):
+    """The generation of turn ``turn_id`` is over; ``event`` is its final event."""
 
-    __slots__ = ("kind", "parts", "tokens")
-
-    def __init__(self, kind: str, text: str, tokens: int) -> None:
-        self.kind = kind
-        self.parts = [text]
-        self.tokens = tokens
-
-    @property
-    def text(self) -> str:
-        return "".join(self.parts)
-
-
-Item = Union[Chunk, GenerationDone, GenerationFailed]
-_KINDS = {ReasoningDelta: "reasoning", AnswerDelta: "answer"}
-
-
-class StreamReady(Message):
-    """The buffer of turn ``turn_id`` has items; take them with ``buffer.take()`` on the UI thread."""
-
-    def __init__(self, turn_id: int, buffer: "StreamBuffer") -> None:
+    def __init__(self, turn_id: int, event: GenerationDone | GenerationFailed) -> None:
         super().__init__()
         self.turn_id = turn_id
-        self.buffer = buffer
+        self.event = event
 
 
-class StreamBuffer:
-    """One reply's events; ``put`` from the worker, ``take`` from the UI.
+class ReplyReader:
+    """The UI's side of a `LiveReply`: what arrived since the last take."""
 
-    Holds events, or bare strings: one more token of the kind of the event before (see `pump`).
-    No lock: ``deque.append``/``popleft`` are atomic, only the worker sets ``signalled`` and only the
-    UI clears it, and the UI clears it *before* draining, so an event appended after the drain finds
-    it cleared and posts again.
-    """
+    def __init__(self, reply: LiveReply) -> None:
+        self.reply = reply
+        self._reasoning = self._answer = 0  # deltas taken
+        self._reasoning_tokens = self._answer_tokens = 0  # tokens taken
 
-    def __init__(self, turn_id: int, post: Callable[[Message], object]) -> None:
-        self.turn_id = turn_id
-        self._post = post
-        self.events: deque[Event | str] = deque()
-        self.signalled = False
-        self._kind = ""  # pane of the last delta taken
-
-    def put(self, event: Event) -> None:
-        self.events.append(event)  # always whole (only `pump` appends bare text)
-        if not self.signalled:
-            self.signal()
-
-    def signal(self) -> None:
-        self.signalled = True
-        self._post(StreamReady(self.turn_id, self))
-
-    def take(self) -> list[Item]:
-        """Everything put so far, consecutive deltas of one kind joined into a `Chunk`."""
-        self.signalled = False
-        events, popleft = self.events, self.events.popleft
-        items: list[Item] = []
-        last: Chunk | None = None
-        for _ in range(len(events)):
-            event = popleft()
-            if type(event) is str:  # one more token of the run's kind (see `pump`), maybe begun
-                if last is None:  # in an earlier take
-                    last = Chunk(self._kind, "", 0)
-                    items.append(last)
-                last.parts.append(event)
-                last.tokens += 1
-                continue
-            kind = _KINDS.get(type(event))
-            if kind is None:
-                items.append(event)  # type: ignore[arg-type]
-                last = None
-                continue
-            self._kind = kind
-            if last is not None and last.kind == kind:
-                last.parts.append(event.text)  # type: ignore[attr-defined]
-                last.tokens += event.tokens  # type: ignore[attr-defined]
-            else:
-                last = Chunk(kind, event.text, event.tokens)  # type: ignore[attr-defined]
-                items.append(last)
-        return items
+    def take(self) -> list[tuple[str, str, int]]:
+        """The new text as (kind, text, tokens), reasoning first; empty if nothing is new."""
+        reply = self.reply
+        # The answer's length first: every reasoning delta is appended before the first answer
+        # delta, so the reasoning read next is complete up to the answer seen.
+        answer_end = len(reply.answer)
+        reasoning_end = len(reply.reasoning)
+        taken: list[tuple[str, str, int]] = []
+        if reasoning_end > self._reasoning:
+            # A counter is read apart from its list, so a take's count may be a delta ahead or
+            # behind its text; the next take evens it out, and the reply's end sets exact counts.
+            tokens = reply.reasoning_tokens
+            text = "".join(reply.reasoning[self._reasoning:reasoning_end])
+            taken.append(("reasoning", text, tokens - self._reasoning_tokens))
+            self._reasoning, self._reasoning_tokens = reasoning_end, tokens
+        if answer_end > self._answer:
+            tokens = reply.answer_tokens
+            text = "".join(reply.answer[self._answer:answer_end])
+            taken.append(("answer", text, tokens - self._answer_tokens))
+            self._answer, self._answer_tokens = answer_end, tokens
+        return taken
 
 
 class TakePacer:
-    """When the UI thread takes the next batch from a `StreamBuffer`.
+    """When the UI thread takes the next batch of a reply's text (see `ReplyReader`).
 
     A budget of CPU time: the UI may spend UI_DUTY of a core while a reply streams, counted from the
     moment the reply starts (so the first take waits too: a take costs a full layout and repaint,
@@ -156,26 +115,3 @@ class TakePacer:
             # Smooth, so one slow frame (a big final render) does not stall the next ones.
             self.interval = self._clamp(0.5 * self.interval + 0.5 * spent / self.duty)
         self._last_cpu, self._last_wall = cpu, wall
-
-
-def pump(events: Iterable[Event], buffer: StreamBuffer) -> GenerationDone | GenerationFailed | None:
-    """Worker thread: move every event into ``buffer``; return the final event (None if missing).
-
-    This loop runs once per token in the generation thread, so it does the least it can. A delta of
-    one token of the same kind as the one before goes in as its bare text: a string is not tracked by
-    the garbage collector, so thousands of them waiting for the UI add no collector work to the
-    generation thread (buffered event objects would, with the whole app's heap behind them).
-    """
-    append = buffer.events.append
-    event = None
-    run: type | None = None
-    for event in events:
-        kind = type(event)
-        if kind is run and event.tokens == 1:  # type: ignore[attr-defined]
-            append(event.text)  # type: ignore[attr-defined]
-        else:
-            append(event)
-            run = kind
-        if not buffer.signalled:
-            buffer.signal()
-    return event if isinstance(event, (GenerationDone, GenerationFailed)) else None

@@ -1,23 +1,64 @@
-"""The worker→UI hand-over: batching without holding text back, and the pacing of UI takes."""
+"""The UI's side of a streaming reply: takes of the live reply without holding text back, and their pacing."""
 
 from __future__ import annotations
 
-from medchat.engine.events import AnswerDelta, GenerationDone, ReasoningDelta
-from medchat.ui.streaming import Chunk, StreamBuffer, StreamReady, TakePacer, pump
+import time
+from collections import deque
+
+from medchat.engine.events import GenerationDone
+from medchat.engine.session import LiveReply
+from medchat.ui.streaming import ReplyReader, TakePacer
 
 
-def test_buffer_joins_runs_of_one_kind_and_signals_once_per_take():
-    posted = []
-    buffer = StreamBuffer(7, posted.append)
-    events = [ReasoningDelta("a", 1), ReasoningDelta("b", 1), AnswerDelta("c", 1), AnswerDelta("d", 2),
-              GenerationDone("ab", "cd")]
-    assert pump(events, buffer) == events[-1]
-    assert len(posted) == 1 and isinstance(posted[0], StreamReady) and posted[0].turn_id == 7
-    items = buffer.take()
-    assert [(i.kind, i.text, i.tokens) for i in items[:2]] == [("reasoning", "ab", 2), ("answer", "cd", 3)]
-    assert isinstance(items[2], GenerationDone)
-    buffer.put(AnswerDelta("e", 1))  # after a take, the next item signals again
-    assert len(posted) == 2 and [i.text for i in buffer.take() if isinstance(i, Chunk)] == ["e"]
+def test_reader_takes_what_arrived_since_the_last_take_reasoning_first():
+    reply = LiveReply()
+    reader = ReplyReader(reply)
+    assert reader.take() == []  # nothing yet: an empty take
+    reply.reasoning += ["a", "b"]
+    reply.reasoning_tokens += 2
+    assert reader.take() == [("reasoning", "ab", 2)]
+    assert reader.take() == []
+    reply.reasoning.append("c")
+    reply.reasoning_tokens += 1
+    reply.answer += ["d", "e"]
+    reply.answer_tokens += 3
+    assert reader.take() == [("reasoning", "c", 1), ("answer", "de", 3)]
+    reply.answer.append("f")  # its counter not raised yet: the text comes now, the token later
+    assert reader.take() == [("answer", "f", 0)]
+    reply.answer_tokens += 1
+    reply.answer.append("g")
+    reply.answer_tokens += 1
+    assert reader.take() == [("answer", "g", 2)]
+
+
+def test_reader_beside_a_live_generation_sees_the_whole_reply_in_order():
+    import threading
+
+    from medchat.engine.backends.fake import FakeBackend
+    from medchat.engine.session import ChatSession
+
+    n = 300
+    script = ["<think>"] + [f"r{i} " for i in range(n)] + ["</think>"] + [f"a{i} " for i in range(n)]
+    session = ChatSession(FakeBackend([script], delay=0.0005))
+    events = session.send("q")
+    reader = ReplyReader(session.live)
+    final = []
+    worker = threading.Thread(target=lambda: final.append(deque(events, maxlen=1)[0]))
+    worker.start()
+    taken = []
+    while worker.is_alive():
+        taken += reader.take()
+        time.sleep(0.001)
+    worker.join()
+    taken += reader.take()  # the last take, when the reply has ended
+    done = final[0]
+    assert isinstance(done, GenerationDone)
+    kinds = [kind for kind, _, _ in taken]
+    assert kinds.count("reasoning") > 1 and kinds.count("answer") > 1  # taken while it streamed
+    assert kinds == sorted(kinds, key=["reasoning", "answer"].index)  # no reasoning after the answer
+    assert "".join(t for k, t, _ in taken if k == "reasoning") == done.reasoning
+    assert "".join(t for k, t, _ in taken if k == "answer") == done.answer
+    assert sum(tokens for _, _, tokens in taken) == 2 * n
 
 
 def test_pacer_spaces_takes_by_the_cost_of_drawing():
@@ -56,38 +97,6 @@ def test_pacer_counts_all_ui_time_since_the_reply_started():
     wall[0] += 0.1
     pacer.took()
     assert abs(pacer.interval - (0.5 * 0.1 + 0.5 * 0.03 / 0.05)) < 1e-9
-
-
-def test_pump_hands_over_bare_text_and_runs_continue_across_takes():
-    posted = []
-    buffer = StreamBuffer(1, posted.append)
-    taken = []
-
-    def events():
-        yield ReasoningDelta("a", 1)
-        yield ReasoningDelta("b", 1)
-        taken.append(buffer.take())  # the UI takes mid-run
-        yield ReasoningDelta("c", 1)
-        yield ReasoningDelta("d", 1)
-        yield AnswerDelta("e", 1)
-        yield GenerationDone("abcd", "e")
-
-    done = pump(events(), buffer)
-    assert isinstance(done, GenerationDone)
-    # After a run's first event, its tokens wait as plain strings (not tracked by the collector).
-    assert all(type(e) is str for e in list(buffer.events)[:2])
-    taken.append(buffer.take())
-    first, second = taken
-    assert [(i.kind, i.text, i.tokens) for i in first] == [("reasoning", "ab", 2)]
-    assert [(i.kind, i.text, i.tokens) for i in second[:2]] == [("reasoning", "cd", 2), ("answer", "e", 1)]
-    assert second[2] is done
-    assert len(posted) == 2  # once before the first take, once after it
-
-
-def test_pump_without_a_final_event_returns_none():
-    buffer = StreamBuffer(1, lambda message: None)
-    assert pump(iter([AnswerDelta("x", 1)]), buffer) is None
-    assert pump(iter([]), StreamBuffer(2, lambda message: None)) is None
 
 
 def test_markdown_chunks_split_only_at_paragraph_breaks_outside_code_fences():

@@ -1,14 +1,17 @@
 """The chat screen: transcript of turns, the message box, the status bar and the disclaimer line.
 
 Threads: the model loads in a daemon thread (quitting mid-load must not wait for it) and each reply is
-generated in a Textual thread worker. Both only post messages (`medchat.ui.messages`); every widget is
-touched on the UI thread alone. History is written here, on the UI thread, as each turn progresses.
+generated in a Textual thread worker. Both only post messages (`medchat.ui.messages`, `ReplyEnded`);
+every widget is touched on the UI thread alone, which reads a streaming reply's text from the
+session's live reply on a timer (see `medchat.ui.streaming`). History is written here, on the UI
+thread, as each turn progresses.
 """
 
 from __future__ import annotations
 
 import gc
 import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -16,7 +19,9 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.message import Message
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
@@ -37,7 +42,7 @@ from medchat.ui.messages import (
 )
 from medchat.ui.screens.adapters import AdapterPicker
 from medchat.ui.screens.history import HistoryBrowser
-from medchat.ui.streaming import Chunk, StreamBuffer, StreamReady, TakePacer, pump
+from medchat.ui.streaming import MIN_INTERVAL, ReplyEnded, ReplyReader, TakePacer
 from medchat.ui.widgets.loading import LoadingView
 from medchat.ui.widgets.prompt import PromptInput
 from medchat.ui.widgets.status import StatusBar
@@ -65,6 +70,15 @@ def is_warning(progress_line: str) -> bool:
     return line.startswith(("auto picked", "warning")) or "using the embedded" in line
 
 
+class TakeDue(Message):
+    """Time for the next take of the reply in progress (posted by its timer)."""
+
+    def __init__(self, turn_id: int, live: "LiveTurn") -> None:
+        super().__init__()
+        self.turn_id = turn_id
+        self.live = live
+
+
 @dataclass
 class LiveTurn:
     """Where a turn in progress belongs, so it is saved correctly even after the view moved on."""
@@ -74,8 +88,10 @@ class LiveTurn:
     conversation_id: int | None
     model: str
     adapter: str
+    reader: ReplyReader  # the reply's text as it streams
     prompt_tokens: int = 0
     last_save: float = 0.0
+    next_take: Timer | None = None
 
 
 class ChatScreen(Screen):
@@ -268,7 +284,11 @@ class ChatScreen(Screen):
                 self.store.new_conversation, self.session.turns[0].user, model=info.model,
                 adapter=info.adapter, backend=info.backend, system_prompt=self.settings.system_prompt,
             )
-        self._live[view.turn_id] = LiveTurn(self.session, position, self.conversation_id, info.model, info.adapter)
+        # session.live: the reply that send/regenerate/continue_last has just begun.
+        reader = ReplyReader(self.session.live)
+        self._live[view.turn_id] = LiveTurn(
+            self.session, position, self.conversation_id, info.model, info.adapter, reader
+        )
         self._save(view.turn_id)
         self.generating_turn = view.turn_id
         self.prompt.cursor_blink = False  # each blink is a screen update: none while a reply streams
@@ -297,22 +317,29 @@ class ChatScreen(Screen):
         # transcript), and it runs in whichever thread allocates, often the generation thread.
         gc.freeze()
         self._generate(events, turn_id, session)
+        self._schedule_take(turn_id)
 
     @work(thread=True, group="generation", exit_on_error=False)
     def _generate(self, events: Iterator[Event], turn_id: int, session: ChatSession) -> None:
-        """Worker thread: run the engine, hand events to the UI through a buffer. Touches no widget."""
+        """Worker thread: run the engine and post its final event. Touches no widget.
+
+        The text streams through the session's live reply (the engine fills it, the UI reads it),
+        so this thread does nothing per token: `deque(maxlen=1)` drains the events in C, keeping
+        only the last one."""
         try:
             prompt_tokens = session.backend.count_tokens(session.messages())
         except Exception:  # noqa: BLE001 - the count is cosmetic (status bar)
             prompt_tokens = 0
         self.post_message(StreamStarted(turn_id, prompt_tokens))
-        buffer = StreamBuffer(turn_id, self.post_message)
         try:
-            if pump(events, buffer) is None:
+            final = deque(events, maxlen=1)
+            event = final[0] if final else None
+            if not isinstance(event, (GenerationDone, GenerationFailed)):
                 raise MedchatError("the generation ended without a result")
         except Exception as exc:  # noqa: BLE001 - e.g. continue_last refusing; shown in the transcript
             message = str(exc) if isinstance(exc, MedchatError) else f"{type(exc).__name__}: {exc}"
-            buffer.put(GenerationFailed(message))
+            event = GenerationFailed(message)
+        self.post_message(ReplyEnded(turn_id, event))
 
     def _drawing(self) -> bool:
         """The screen still has a layout or a repaint to do (Textual's own flags; False if renamed)."""
@@ -324,21 +351,38 @@ class ChatScreen(Screen):
         if live := self._live.get(message.turn_id):
             live.prompt_tokens = message.prompt_tokens
 
-    async def on_stream_ready(self, message: StreamReady) -> None:
-        # Take when the pacer allows; text arriving meanwhile joins this take (the buffer keeps it).
-        wait = self._pacer.wait()
-        if wait > 0:
-            self.set_timer(wait, lambda: self._take(message.buffer))
-        else:
-            await self._take(message.buffer)
+    def _schedule_take(self, turn_id: int) -> None:
+        live = self._live.get(turn_id)
+        if live is not None:
+            # After an empty take the pacer's wait is over: look again in MIN_INTERVAL. The timer
+            # only posts a message: a take runs in the screen's queue, never beside another one or
+            # beside the reply's end (a timer's callback runs in a task of its own).
+            wait = self._pacer.wait() or MIN_INTERVAL
+            live.next_take = self.set_timer(wait, lambda: self.post_message(TakeDue(turn_id, live)), name="take")
 
-    async def _take(self, buffer: StreamBuffer) -> None:
-        self._pacer.took()
-        for item in buffer.take():
-            if isinstance(item, Chunk):
-                await self._show_chunk(buffer.turn_id, item.kind, item.text, item.tokens)
-            else:
-                await self._end(buffer.turn_id, item)
+    async def on_take_due(self, message: TakeDue) -> None:
+        if self._live.get(message.turn_id) is message.live:  # not a reply that ended or was replaced
+            await self._take(message.turn_id)
+
+    async def _take(self, turn_id: int, last: bool = False) -> None:
+        """Show what the reply gained since the last take; then, unless it ended, plan the next one."""
+        live = self._live.get(turn_id)
+        if live is None:
+            return  # ended or abandoned meanwhile
+        taken = live.reader.take()
+        if taken:  # an empty take draws nothing: it is not a take for the pacer
+            self._pacer.took()
+            for kind, text, tokens in taken:
+                await self._show_chunk(turn_id, kind, text, tokens)
+        if not last and self._live.get(turn_id) is live:
+            self._schedule_take(turn_id)
+
+    async def on_reply_ended(self, message: ReplyEnded) -> None:
+        if live := self._live.get(message.turn_id):
+            if live.next_take is not None:
+                live.next_take.stop()
+            await self._take(message.turn_id, last=True)
+        await self._end(message.turn_id, message.event)
 
     async def _show_chunk(self, turn_id: int, kind: str, text: str, tokens: int) -> None:
         view = self._views.get(turn_id)
@@ -421,6 +465,8 @@ class ChatScreen(Screen):
             turn_id = self.generating_turn
             live = self._live.pop(turn_id, None)
             if live is not None:
+                if live.next_take is not None:
+                    live.next_take.stop()
                 self._save_live(live, self._views.get(turn_id), finish="cancelled")
             self._reply_ended()
 
