@@ -3,9 +3,9 @@
 A fast backend produces thousands of tokens a second, and on a small machine the generation thread
 and the UI thread share one interpreter lock: every microsecond the hand-over or the UI spends is
 taken from generation. So there is no per-token hand-over at all: the engine appends each delta to
-the session's `LiveReply` (which it does anyway), the generation thread drains the events in a C loop
-and posts one `ReplyEnded` message at the end, and the UI samples the live reply on a timer: each take
-(`ReplyReader.take`) joins the deltas that arrived since the last one. `TakePacer` spaces the takes
+the session's `LiveReply` (with or without a UI reading it), the generation thread drains the events
+in a C loop and posts one `ReplyEnded` message at the end, and the UI samples the live reply on a
+timer: each take (`ReplyReader.take`) joins the deltas that arrived since the last one. `TakePacer` spaces the takes
 so that drawing stays within a small share of the CPU. Nothing is ever held back: whatever arrived
 is shown at the next take, and the last take runs when the reply ends.
 """
