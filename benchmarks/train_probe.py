@@ -77,6 +77,9 @@ class StepTimer:
             self.kernel_s = gpu_kernel_seconds(self.prof)
             table = self.prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
             print("\n".join(table.splitlines()[:18]), file=sys.stderr)
+            if os.environ.get("PROBE_KERNELS"):  # a file for the GPU kernels by time, to compare runs
+                kernels = self.prof.key_averages().table(sort_by="self_device_time_total", row_limit=60)
+                Path(os.environ["PROBE_KERNELS"]).write_text(kernels)
             self.prof = None
 
     def summary(self, tokens_per_step: list[int]) -> dict:
