@@ -476,8 +476,6 @@ def trainer_args(plan: Plan, n_rows: int, n_tokens: int = 0):
         # token that shares the pad id (often EOS): count them all.
         include_num_input_tokens_seen="non_padding" if mode == "off" else "all",
         disable_tqdm=True,
-        # Checking each micro-batch's loss for NaN waits on the GPU; a NaN loss is shown, not averaged away.
-        logging_nan_inf_filter=False,
         dataset_num_proc=None,
         remove_unused_columns=False,
         **kwargs,
@@ -553,7 +551,7 @@ def train(plan: Plan, model: Any, tokenizer: Any, built: Built, say: Say) -> tup
     import datasets
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback
-    from medchat.finetune.sft_trainer import sft_trainer_class
+    from trl import SFTTrainer
 
     datasets.disable_progress_bars()
 
@@ -566,7 +564,7 @@ def train(plan: Plan, model: Any, tokenizer: Any, built: Built, say: Say) -> tup
     dataset = Dataset.from_list(built.rows)
     stop = StopFlag()
     progress = make_callback(plan, stop)
-    trainer = sft_trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[progress])
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[progress])
     trainer.remove_callback(PrinterCallback)  # our progress line replaces its raw dict prints
     for note in plan.notes:
         say(note)
