@@ -372,31 +372,33 @@ def test_run_chat_raises_the_load_error(monkeypatch):
         app_module.run_chat(Settings())
 
 
+PARAGRAPHS = [f"Paragraph {i}: " + "word " * 80 + "\n\n" for i in range(60)]  # a long reasoning
+
+
+async def long_reasoning_turn(pilot, app) -> TurnView:
+    """Ask one question of ``app`` (whose backend replies with PARAGRAPHS of reasoning); its finished turn."""
+    await ready(pilot)
+    await ask(pilot, "q")
+    await idle(pilot)
+    (view,) = turns(app)
+    return view
+
+
 async def test_long_reasoning_streams_in_chunks_and_renders_exactly():
-    paragraphs = [f"Paragraph {i}: " + "word " * 80 + "\n\n" for i in range(60)]
-    backend = FakeBackend([["<think>"] + paragraphs + ["</think>", "Short answer."]])
-    app = app_with(backend)
+    app = app_with(FakeBackend([["<think>"] + PARAGRAPHS + ["</think>", "Short answer."]]))
     async with app.run_test() as pilot:
-        await ready(pilot)
-        await ask(pilot, "q")
-        await idle(pilot)
-        (view,) = turns(app)
+        view = await long_reasoning_turn(pilot, app)
         body = view.reasoning_md
         assert len(body.chunks) > 5  # closed chunks stay laid out; only the last one streams
-        assert body.source == "".join(paragraphs)
+        assert body.source == "".join(PARAGRAPHS)
         assert "".join(chunk.source for chunk in body.chunks) == body.source
         assert view.answer_md.source == "Short answer."
 
 
 async def test_closed_chunks_keep_a_fixed_height_are_hidden_off_screen_and_follow_resizes():
-    paragraphs = [f"Paragraph {i}: " + "word " * 80 + "\n\n" for i in range(60)]
-    backend = FakeBackend([["<think>"] + paragraphs + ["</think>"]])  # no answer: the reasoning stays open
-    app = app_with(backend)
+    app = app_with(FakeBackend([["<think>"] + PARAGRAPHS + ["</think>"]]))  # no answer: the reasoning stays open
     async with app.run_test(size=(100, 30)) as pilot:
-        await ready(pilot)
-        await ask(pilot, "q")
-        await idle(pilot)
-        (view,) = turns(app)
+        view = await long_reasoning_turn(pilot, app)
         boxes = view.reasoning_md.boxes
         await until(pilot, lambda: all(box.pinned for box in boxes) and not boxes[0].markdown.display)
         assert boxes[-1].markdown.display  # the end is on screen (the scroll box follows the stream)
@@ -416,14 +418,9 @@ async def test_closed_chunks_keep_a_fixed_height_are_hidden_off_screen_and_follo
 
 
 async def test_reopened_reasoning_shows_its_closed_chunks():
-    paragraphs = [f"Paragraph {i}: " + "word " * 80 + "\n\n" for i in range(60)]
-    backend = FakeBackend([["<think>"] + paragraphs + ["</think>", "Short answer."]])
-    app = app_with(backend)
+    app = app_with(FakeBackend([["<think>"] + PARAGRAPHS + ["</think>", "Short answer."]]))
     async with app.run_test(size=(100, 30)) as pilot:
-        await ready(pilot)
-        await ask(pilot, "q")
-        await idle(pilot)
-        (view,) = turns(app)
+        view = await long_reasoning_turn(pilot, app)
         assert view.reasoning_pane.collapsed
         view.action_toggle_reasoning()
         boxes = view.reasoning_md.boxes
