@@ -9,5 +9,5 @@ mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt"
 for r in $(seq "$rounds"); do
   python3 .gpu/bench.py /tmp/l8b unsloth 2048 2 8 16 2>> "$out/raw.err" | grep RESULT | tee -a "$out/results.txt"
-  PROBE_PROFILE=0 python3 benchmarks/train_probe.py medchat /tmp/l8b --steps 20 2>> "$out/medchat.err" | grep RESULT | tee -a "$out/results.txt"
+  PROBE_PROFILE=0 python3 benchmarks/train_probe.py medchat /tmp/l8b --steps 20 2>> "$out/medchat.err" | tee -a "$out/medchat.log" | grep RESULT | tee -a "$out/results.txt"
 done
