@@ -31,6 +31,7 @@ from medchat import paths
 from medchat.config import Settings, merge
 from medchat.errors import DataError, HardwareError, Interrupted, MedchatError, UsageError, out_of_memory
 from medchat.finetune import data as D
+from medchat.finetune import packing
 
 Say = Callable[[str], None]
 
@@ -476,10 +477,7 @@ def trainer_args(plan: Plan, n_rows: int, n_tokens: int = 0):
         # token that shares the pad id (often EOS): count them all.
         include_num_input_tokens_seen="non_padding" if mode == "off" else "all",
         disable_tqdm=True,
-        # Unsloth reads None as "auto" (up to 8 workers), and each worker packs its own shard: the shards'
-        # half-empty last sequences cost about 5 % of the packed tokens on the H100. Rows arrive tokenized,
-        # so workers buy nothing; Unsloth reads 1 as "in this process" (TRL already does so for None).
-        dataset_num_proc=1 if plan.backend == "unsloth" else None,
+        dataset_num_proc=None,
         remove_unused_columns=False,
         **kwargs,
     )
@@ -511,15 +509,6 @@ def micro_batch(plan: Plan, mode: str) -> tuple[int, int]:
     if mode == "packed":
         return 1, ft.batch_size * ft.max_seq_length
     return ft.batch_size, ft.max_seq_length
-
-
-def packing_line(n_rows: int, packed: Any, capacity: int) -> str:
-    """How full the packed sequences are: every empty slot is compute spent on nothing."""
-    import pyarrow.compute as pc
-
-    lengths = pc.list_value_length(packed.data.column("input_ids")).to_pylist()
-    full = sum(lengths) / (len(lengths) * capacity) if lengths else 0.0
-    return f"packed {n_rows} rows into {len(lengths)} sequences of up to {capacity:,} tokens ({full:.1%} full)"
 
 
 def tensorboard_dir(plan: Plan) -> str:
@@ -578,8 +567,9 @@ def train(plan: Plan, model: Any, tokenizer: Any, built: Built, say: Say) -> tup
     progress = make_callback(plan, stop)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[progress])
     trainer.remove_callback(PrinterCallback)  # our progress line replaces its raw dict prints
-    if args.packing:
-        say(packing_line(len(built.rows), trainer.train_dataset, args.max_length))
+    if args.packing:  # regroup TRL's packed rows into fuller sequences; say how full they are
+        trainer.train_dataset = packing.repack(trainer.train_dataset, args.max_length)
+        say(packing.describe(len(built.rows), trainer.train_dataset, args.max_length))
     for note in plan.notes:
         say(note)
     resume_from = last_checkpoint(plan.run_dir) if plan.resume else None

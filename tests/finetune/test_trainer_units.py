@@ -84,23 +84,6 @@ def test_packed_micro_batch_is_one_sequence_of_batch_size_times_max_length():
     assert T.micro_batch(p, "padding_free") == T.micro_batch(p, "off") == (3, 1024)
 
 
-def test_unsloth_packs_the_whole_data_set_in_one_process():
-    # Unsloth sizes map workers itself for None, and packs each worker's shard apart (a half-empty
-    # sequence per shard); 1 is its "in this process".
-    p = plan(max_steps=3)
-    p.backend = "unsloth"
-    assert T.trainer_args(p, n_rows=16).dataset_num_proc == 1
-    assert T.trainer_args(plan(max_steps=3), n_rows=16).dataset_num_proc is None
-
-
-def test_packing_line_reports_how_full_the_sequences_are():
-    from datasets import Dataset
-
-    packed = Dataset.from_dict({"input_ids": [[1] * 4000, [1] * 4096, [1] * 2048]})
-    line = T.packing_line(11, packed, 4096)
-    assert line == "packed 11 rows into 3 sequences of up to 4,096 tokens (82.6% full)"
-
-
 def test_epochs_mode_and_recipe_warmup_kept():
     args = T.trainer_args(plan(max_steps=0, epochs=2.0, warmup_steps=5), n_rows=400)
     assert args.max_steps == -1 and args.num_train_epochs == 2.0 and args.warmup_steps == 5
