@@ -175,21 +175,6 @@ def medchat_run(args, extra: list[str]) -> dict:
             return args
 
         T.trainer_args = with_sampling
-    if os.environ.get("PROBE_LOWSYNC") == "1":  # try: no per-micro-batch NaN check or token-count read-back
-        import transformers
-
-        lowsync_args = T.trainer_args
-
-        def without_nan_check(*a, **k):
-            args = lowsync_args(*a, **k)
-            args.logging_nan_inf_filter = False
-            return args
-
-        def count_from_shapes(self, inputs):
-            self.state.num_input_tokens_seen += inputs["input_ids"].numel()
-
-        T.trainer_args = without_nan_check
-        transformers.Trainer._track_num_input_tokens = count_from_shapes
     flags = ["finetune", "--model", args.model, "--dataset", str(rows), "--max-steps", str(args.steps),
              "--name", "probe", "--save-steps", "0", "--eval-rows", "0", "--max-seq-length", "2048", *extra]
     code = 0
@@ -200,8 +185,7 @@ def medchat_run(args, extra: list[str]) -> dict:
     tokens = [b - a for a, b in zip([0] + seen, seen)]
     manifests = list(home.rglob("medchat.json"))
     training = json.loads(manifests[0].read_text())["training"] if manifests else {}
-    return {"mode": "medchat", "flags": " ".join(extra), "sampling": sampling or "",
-            "lowsync": os.environ.get("PROBE_LOWSYNC") == "1", "exit": code,
+    return {"mode": "medchat", "flags": " ".join(extra), "sampling": sampling or "", "exit": code,
             "batching": training.get("batching"),
             **timer.summary(tokens)}
 

@@ -476,6 +476,9 @@ def trainer_args(plan: Plan, n_rows: int, n_tokens: int = 0):
         # Concatenated batches hold no padding, and counting "non-padding" there would skip every real
         # token that shares the pad id (often EOS): count them all.
         include_num_input_tokens_seen="non_padding" if mode == "off" else "all",
+        # Trainer's NaN/inf test reads each micro-batch's loss back to the CPU, which leaves the GPU idle while
+        # the optimizer step is launched (3-4 % of H100 throughput); a NaN loss is logged as nan instead.
+        logging_nan_inf_filter=False,
         disable_tqdm=True,
         dataset_num_proc=None,
         remove_unused_columns=False,
@@ -548,6 +551,23 @@ def effective_learning_rate(configured: float, model: Any) -> float:
     return 1e-3 if params < 1_000_000_000 else 2e-4
 
 
+def host_counting(trainer_class: type) -> type:
+    """``trainer_class`` counting concatenated batches' tokens from their shape.
+
+    Trainer counts them in a GPU tensor read back after every micro-batch; that wait empties the GPU's
+    queue, so it then idles while Python launches the next work (measured with the NaN test above:
+    0.96-0.97x -> 1.00x the raw Unsloth loop on the H100).
+    """
+
+    class Trainer(trainer_class):
+        def _track_num_input_tokens(self, inputs):
+            if self.args.include_num_input_tokens_seen != "all":
+                return super()._track_num_input_tokens(inputs)
+            self.state.num_input_tokens_seen += inputs["input_ids"].numel()
+
+    return Trainer
+
+
 def train(plan: Plan, model: Any, tokenizer: Any, built: Built, say: Say) -> tuple[Any, TrainResult]:
     import datasets
     from datasets import Dataset
@@ -565,7 +585,8 @@ def train(plan: Plan, model: Any, tokenizer: Any, built: Built, say: Say) -> tup
     dataset = Dataset.from_list(built.rows)
     stop = StopFlag()
     progress = make_callback(plan, stop)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[progress])
+    trainer = host_counting(SFTTrainer)(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                                        callbacks=[progress])
     trainer.remove_callback(PrinterCallback)  # our progress line replaces its raw dict prints
     if args.packing:  # regroup TRL's packed rows into fuller sequences; say how full they are
         trainer.train_dataset = packing.repack(trainer.train_dataset, args.max_length)
