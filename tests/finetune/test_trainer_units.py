@@ -160,3 +160,30 @@ def test_wandb_without_a_login_is_refused_before_anything_loads(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     T.check_wandb_login()  # logs locally: no key needed, W&B not even asked
     assert calls == [1]
+
+
+def test_push_sends_the_adapter_and_the_merged_model_to_private_repos(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    calls = []
+
+    class Hub:  # records what medchat asks of the hub (unreachable here)
+        def __init__(self, token):
+            calls.append(("token", token))
+
+        def create_repo(self, repo, private, exist_ok):
+            calls.append(("create", repo, private, exist_ok))
+
+        def upload_folder(self, repo_id, folder_path, ignore_patterns=None):
+            calls.append(("upload", repo_id, folder_path, ignore_patterns))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Hub)
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    (tmp_path / "merged").mkdir()
+    p = plan(push_to_hub="me/medbot")
+    assert T.push(p, tmp_path, lambda m: None) == ["me/medbot", "me/medbot-merged"]
+    assert calls == [
+        ("token", "hf_test"),
+        ("create", "me/medbot", True, True), ("upload", "me/medbot", str(tmp_path), ["merged/*"]),
+        ("create", "me/medbot-merged", True, True), ("upload", "me/medbot-merged", str(tmp_path / "merged"), None),
+    ]
