@@ -476,8 +476,9 @@ def trainer_args(plan: Plan, n_rows: int, n_tokens: int = 0):
         # Concatenated batches hold no padding, and counting "non-padding" there would skip every real
         # token that shares the pad id (often EOS): count them all.
         include_num_input_tokens_seen="non_padding" if mode == "off" else "all",
-        # Trainer's NaN/inf test reads each micro-batch's loss back to the CPU, which leaves the GPU idle while
-        # the optimizer step is launched (3-4 % of H100 throughput); a NaN loss is logged as nan instead.
+        # Trainer's NaN/inf test reads each micro-batch's loss back to the CPU, and the GPU idles while the
+        # next work (first the optimizer's many small launches) is queued; a NaN loss is logged as nan instead.
+        # With host_counting: +3-4 % tokens/s on the H100 (benchmarks/RESULTS.md, fifth round).
         logging_nan_inf_filter=False,
         disable_tqdm=True,
         dataset_num_proc=None,
@@ -555,8 +556,7 @@ def host_counting(trainer_class: type) -> type:
     """``trainer_class`` counting concatenated batches' tokens from their shape.
 
     Trainer counts them in a GPU tensor read back after every micro-batch; that wait empties the GPU's
-    queue, so it then idles while Python launches the next work (measured with the NaN test above:
-    0.96-0.97x -> 1.00x the raw Unsloth loop on the H100).
+    queue, so it then idles while Python launches the next work (see logging_nan_inf_filter).
     """
 
     class Trainer(trainer_class):
