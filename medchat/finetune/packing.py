@@ -75,22 +75,22 @@ def regroup(table: Any, capacity: int) -> Any:
     sequences = pack(row_lengths.to_pylist(), capacity)
     order = pa.array([i for rows in sequences for i in rows], pa.int64())
     first_rows = np.concatenate([[0], np.cumsum([len(rows) for rows in sequences])])
+    lengths = pc.take(row_lengths, order)  # every list column is aligned with input_ids, row by row
+    token_starts = pa.array(np.concatenate([[0], np.cumsum(lengths.to_numpy())])[first_rows].astype(np.int64))
     columns, names = [], []
     for name in table.column_names:
         if name == "seq_lengths":
             continue
         rows = pc.take(pa.LargeListArray.from_arrays(row_starts, table[name].combine_chunks().flatten()), order)
-        token_starts = np.concatenate([[0], np.cumsum(pc.list_value_length(rows).to_numpy())])[first_rows]
-        column = pa.LargeListArray.from_arrays(pa.array(token_starts.astype(np.int64)), rows.flatten())
-        columns.append(column.cast(table.schema.field(name).type))
+        columns.append(pa.LargeListArray.from_arrays(token_starts, rows.flatten()).cast(table.schema.field(name).type))
         names.append(name)
-    lengths = pa.ListArray.from_arrays(pa.array(first_rows.astype(np.int32)), pc.take(row_lengths, order))
-    columns.append(lengths.cast(table.schema.field("seq_lengths").type))
+    per_sequence = pa.ListArray.from_arrays(pa.array(first_rows.astype(np.int32)), lengths)
+    columns.append(per_sequence.cast(table.schema.field("seq_lengths").type))
     return pa.Table.from_arrays(columns, names=names + ["seq_lengths"])
 
 
 def describe(n_rows: int, packed: Any, capacity: int) -> str:
-    """How full the packed sequences are, for the user (every empty slot is compute spent on nothing)."""
+    """How full the packed sequences are, in one line for the user."""
     import pyarrow.compute as pc
 
     lengths = pc.list_value_length(packed.data.column("input_ids")).to_pylist()
