@@ -492,7 +492,7 @@ def batching(plan: Plan) -> str:
 
     Both concatenating modes rely on variable-length attention kernels (Unsloth's, FlashAttention's) to
     keep rows apart, so they need CUDA. 'packed' fills each micro-batch with whole rows up to
-    batch_size x max_seq_length tokens (best fit), so every step carries about the same number of
+    batch_size x max_seq_length tokens (as full as they can be, see packing.py), so every step carries about the same number of
     tokens and the GPU is not left waiting on Python between small batches; 'auto' picks it with
     Unsloth.
     """
@@ -505,7 +505,7 @@ def batching(plan: Plan) -> str:
 def micro_batch(plan: Plan, mode: str) -> tuple[int, int]:
     """(sequences per micro-batch, their max length) for the trainer.
 
-    Packed: one sequence of batch_size x max_seq_length tokens, filled best-fit with whole rows. That
+    Packed: one sequence of batch_size x max_seq_length tokens, filled with whole rows. That
     is fuller than batch_size separate sequences (rows of ~1,000 tokens leave a 2,048 one partly
     empty) and holds the same number of tokens, so it needs the same memory.
     """
@@ -588,7 +588,9 @@ def train(plan: Plan, model: Any, tokenizer: Any, built: Built, say: Say) -> tup
     trainer = host_counting(SFTTrainer)(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                                         callbacks=[progress])
     trainer.remove_callback(PrinterCallback)  # our progress line replaces its raw dict prints
-    if args.packing:  # regroup TRL's packed rows into fuller sequences; say how full they are
+    # TRL packs when packing=True (Unsloth keys its packed-attention path on that flag), then its rows are
+    # regrouped into fuller sequences: cheap (milliseconds for hundreds of rows) and keeps every column.
+    if args.packing:
         trainer.train_dataset = packing.repack(trainer.train_dataset, args.max_length)
         say(packing.describe(len(built.rows), trainer.train_dataset, args.max_length))
     for note in plan.notes:
