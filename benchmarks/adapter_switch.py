@@ -15,8 +15,8 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from medchat.config import load_settings
-from medchat.engine.backends.base import Message
-from medchat.engine.backends.local import open_local
+from medchat.chatformat.messages import Message
+from medchat.engine.backends import open_local
 from medchat.engine.session import stream_events
 
 MODEL = sys.argv[1]

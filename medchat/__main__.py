@@ -1,3 +1,3 @@
-from medchat.cli import main
+from medchat.cli.main import main
 
 main()

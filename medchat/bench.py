@@ -198,8 +198,8 @@ def make_rows(path: Path, tokenizer: Any, n: int, seed: int = 0) -> list[int]:
 
 
 def train_figures(settings: Any, steps: int, say) -> dict:
-    from medchat.engine.backends.local import pick_device
-    from medchat.models import resolve_model
+    from medchat.models.loading import pick_device
+    from medchat.models.catalog import resolve_model
 
     device = pick_device(settings.device)
     resolved = resolve_model(settings.model, device=device, offline=settings.offline, progress=say)
@@ -277,7 +277,7 @@ def _settings(spec: dict):
 
 
 def _messages(settings: Any):
-    from medchat.engine.backends.base import Message
+    from medchat.chatformat.messages import Message
 
     msgs = [Message("system", settings.system_prompt)] if settings.system_prompt else []
     return msgs + [Message("user", QUESTION)]
@@ -334,7 +334,7 @@ def worker_engine(spec: dict) -> dict:
 def _style(resolved: Any, settings: Any) -> str:
     """The prompt style chat would use: the adapter's recorded one, else the model's."""
     if settings.adapter:
-        from medchat import adapters as store
+        from medchat.store import adapters as store
 
         manifest = store.read_manifest(store.resolve_adapter(settings.adapter)) or {}
         if manifest.get("prompt_style"):
@@ -345,7 +345,7 @@ def _style(resolved: Any, settings: Any) -> str:
 def _time_generate(model: Any, tokenizer: Any, settings: Any, tokens: int, style: str) -> dict:
     import torch
 
-    from medchat.engine.prompt import render_prompt
+    from medchat.chatformat.prompt import render_prompt
 
     prompt = render_prompt(tokenizer, _messages(settings), style)
     enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
@@ -370,9 +370,9 @@ def _time_generate(model: Any, tokenizer: Any, settings: Any, tokens: int, style
 
 
 def worker_generate(spec: dict) -> dict:
-    from medchat import adapters as store
-    from medchat.engine.backends.local import load_hf_model, pick_device
-    from medchat.models import resolve_model
+    from medchat.store import adapters as store
+    from medchat.models.loading import load_hf_model, pick_device
+    from medchat.models.catalog import resolve_model
 
     settings = _settings(spec)
     device = pick_device(settings.device)
@@ -391,9 +391,9 @@ def worker_unsloth(spec: dict) -> dict:
     import unsloth  # noqa: F401  (first: it patches transformers)
     from unsloth import FastLanguageModel
 
-    from medchat import adapters as store
-    from medchat.engine.backends.local import load_unsloth_model
-    from medchat.models import resolve_model
+    from medchat.store import adapters as store
+    from medchat.models.loading import load_unsloth_model
+    from medchat.models.catalog import resolve_model
 
     settings = _settings(spec)
     resolved = resolve_model(settings.model, device="cuda", offline=settings.offline)

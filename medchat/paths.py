@@ -1,4 +1,4 @@
-"""Where medchat keeps user files.
+"""Where medchat keeps user files, and how it writes them (atomically, private to the user).
 
 Every path is computed on call (never at import), so tests and users can relocate everything with one
 environment variable: ``MEDCHAT_HOME=/some/dir`` puts config, data and cache under that folder.
@@ -7,6 +7,7 @@ environment variable: ``MEDCHAT_HOME=/some/dir`` puts config, data and cache und
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 APP = "medchat"
@@ -62,3 +63,19 @@ def ensure_private_dir(path: Path) -> Path:
     """Create ``path`` (and parents) readable by the user only; chats and adapters are personal."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
+
+
+def atomic_write_text(path: Path, text: str, mode: int = 0o600) -> None:
+    """Write ``text`` to ``path`` via a temp file + rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

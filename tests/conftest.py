@@ -21,7 +21,7 @@ def medchat_home(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def embedded_model_dir(tmp_path_factory):
     """The embedded SmolLM2, fetched and converted once per test session (real weights, ~20 s)."""
-    from medchat import models
+    from medchat.models import catalog as models
 
     home = tmp_path_factory.mktemp("embedded-home")
     old = os.environ.get("MEDCHAT_HOME")
@@ -47,10 +47,11 @@ def embedded_model(embedded_model_dir, medchat_home):
 @pytest.fixture(scope="session")
 def embedded_backend(embedded_model_dir):
     """One loaded embedded model shared by read-only slow tests (do not switch its adapter)."""
-    from medchat.engine.backends.local import LocalBackend, load_hf_model
+    from medchat.engine.backends.hf import HFBackend
+    from medchat.models.loading import load_hf_model
     from medchat.engine.backends.base import BackendInfo
-    from medchat.models import EMBEDDED, EMBEDDED_ID, ResolvedModel
+    from medchat.models.catalog import EMBEDDED, EMBEDDED_ID, ResolvedModel
 
     resolved = ResolvedModel(EMBEDDED, EMBEDDED_ID, str(embedded_model_dir))
     model, tok = load_hf_model(resolved, device="cpu")
-    return LocalBackend(model, tok, resolved, BackendInfo(backend="hf", model=EMBEDDED, device="cpu"))
+    return HFBackend(model, tok, resolved, BackendInfo(backend="hf", model=EMBEDDED, device="cpu"))

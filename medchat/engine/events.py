@@ -5,23 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
+from medchat.chatformat.think import AnswerDelta, ReasoningDelta
+
 FinishReason = Literal["stop", "length", "length_in_reasoning", "cancelled", "error"]
-
-
-@dataclass(frozen=True)
-class ReasoningDelta:
-    """More text of the model's reasoning (inside <think>…</think>)."""
-
-    text: str
-    tokens: int = 0
-
-
-@dataclass(frozen=True)
-class AnswerDelta:
-    """More text of the model's answer."""
-
-    text: str
-    tokens: int = 0
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field, replace
 from typing import Iterator, Sequence
 
 from medchat.config import GenerationSettings
-from medchat.engine.backends.base import Backend, Finished, Message, PromptReady, RawText
+from medchat.chatformat.messages import Message
+from medchat.engine.backends.base import Backend, Finished, PromptReady, RawText
 from medchat.engine.events import (
     AnswerDelta,
     Event,
@@ -20,7 +21,7 @@ from medchat.engine.events import (
     GenerationStats,
     ReasoningDelta,
 )
-from medchat.engine.reasoning import ReasoningSplitter
+from medchat.chatformat.think import ReasoningSplitter, think_text
 from medchat.errors import MedchatError, out_of_memory
 
 
@@ -202,14 +203,14 @@ class ChatSession:
             raise MedchatError("the last reply did not stop early; nothing to continue")
         turn = self.turns[-1]
         in_reasoning = turn.finish_reason == "length_in_reasoning"
-        partial = f"<think>\n{turn.reasoning}" if in_reasoning else self._raw_reply(turn)
+        partial = think_text(turn.reasoning, closed=False) if in_reasoning else self._raw_reply(turn)
         msgs = self.messages() + [Message("assistant", partial)]
         return self._run(msgs, continue_final=True, continue_in_reasoning=in_reasoning, extend=True)
 
     @staticmethod
     def _raw_reply(turn: Turn) -> str:
         if turn.reasoning:
-            return f"<think>\n{turn.reasoning}\n</think>\n{turn.answer}"
+            return think_text(turn.reasoning, turn.answer)
         return turn.answer
 
     def cancel(self) -> None:

@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from medchat.chatformat.think import CLOSE, OPEN, split_text
 from medchat.errors import DataError, UsageError
 
 SAMPLE = "sample"
@@ -222,7 +223,7 @@ def _sha256(path: Path) -> str:
 
 
 def _load_hub(spec: str, subset: str, split: str, offline: bool) -> tuple[DataSource, list[dict[str, Any]]]:
-    from medchat.models import hub_host, hub_reachable
+    from medchat.models.catalog import hub_host, hub_reachable
 
     reachable = not offline and hub_reachable()
     if not reachable:
@@ -347,14 +348,6 @@ def _get(row: Mapping[str, Any], key: str, n: int, *, required: bool = True, all
     return value
 
 
-def split_think(text: str) -> tuple[str, str]:
-    """``<think>r</think>a`` -> (r, a); text without the tags is all answer."""
-    m = re.match(r"\s*<think>(.*?)</think>(.*)\Z", text, re.S)
-    if m:
-        return m.group(1).strip(), m.group(2).strip()
-    return "", text.strip()
-
-
 def _turns(row: Mapping[str, Any], n: int, shape: str) -> Example:
     key, role_key, text_key = ("messages", "role", "content") if shape == "messages" else ("conversations", "from", "value")
     turns = row[key]
@@ -382,7 +375,8 @@ def _turns(row: Mapping[str, Any], n: int, shape: str) -> Example:
         raise DataError(f"row {n}: {key} has no user message")
     if assistant is None or not assistant.strip():
         raise DataError(f"row {n}: {key} has no assistant reply after the first user message")
-    think, answer = split_think(assistant)
+    think, answer, _closed = split_text(assistant)
+    answer = answer.strip()
     if not answer:
         raise DataError(f"row {n}: the assistant reply has reasoning but no answer after </think>")
     return Example(user.strip(), (reasoning or think).strip(), answer)
@@ -533,7 +527,7 @@ def format_examples(
     tokenizer: Any, style: str, system_prompt: str, examples: Sequence[Example]
 ) -> list[Formatted]:
     """Each example as (prompt, completion) text, built by the same code chat uses for its prompts."""
-    from medchat.engine.prompt import format_example
+    from medchat.chatformat.prompt import format_example
 
     return [
         Formatted(*format_example(tokenizer, style, system_prompt, ex.question, ex.reasoning, ex.answer))
@@ -567,8 +561,8 @@ def render_check(
     reasoning only when the prompt did not pre-fill ``<think>``; completion tokens remain after
     truncation. Returns facts for the manifest and ``--dry-run``.
     """
-    from medchat.engine.backends.base import Message
-    from medchat.engine.prompt import format_example, get_style, opens_in_reasoning, render_prompt
+    from medchat.chatformat.messages import Message
+    from medchat.chatformat.prompt import format_example, get_style, opens_in_reasoning, render_prompt
 
     prompt, completion = format_example(tokenizer, style, system_prompt, example.question, example.reasoning, example.answer)
     messages = [Message("system", system_prompt)] if system_prompt else []
@@ -597,9 +591,9 @@ def render_check(
     plain = get_style(style)
     reasoning = plain.reasoning if plain is not None else True
     prefilled = opens_in_reasoning(prompt)
-    if reasoning and (prefilled == completion.lstrip().startswith("<think>")):
+    if reasoning and (prefilled == completion.lstrip().startswith(OPEN)):
         raise DataError("the completion must open <think> exactly when the prompt does not pre-fill it")
-    if reasoning and "</think>" not in completion:
+    if reasoning and CLOSE not in completion:
         raise DataError("the completion has no closing </think>: the model would never learn to answer")
     trained = min(len(full_ids), max_len) - len(prompt_ids)
     if trained <= 0:
@@ -617,7 +611,7 @@ def render_check(
 
 def template_hash(tokenizer: Any, style: str) -> str:
     """Identifies the prompt format an adapter was trained with (chat template text or style name)."""
-    from medchat.engine.prompt import CHAT_TEMPLATE, PROMPT_STYLES
+    from medchat.chatformat.prompt import CHAT_TEMPLATE, PROMPT_STYLES
 
     if style == CHAT_TEMPLATE:
         text = getattr(tokenizer, "chat_template", None) or ""

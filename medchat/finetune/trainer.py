@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from medchat import adapters as store
+from medchat.store import adapters as store
 from medchat import paths
 from medchat.config import Settings, merge
 from medchat.errors import DataError, HardwareError, Interrupted, MedchatError, UsageError, out_of_memory
@@ -121,7 +121,7 @@ def hub_token() -> str:
 def check_push(repo: str, offline: bool) -> None:
     if not repo:
         return
-    from medchat.models import hub_host, hub_reachable
+    from medchat.models.catalog import hub_host, hub_reachable
 
     if "/" not in repo:
         raise UsageError(f"--push-to-hub needs USER/REPO, got {repo!r}")
@@ -160,10 +160,10 @@ def make_plan(settings: Settings, *, name: str = "", recipe: str = "", say: Say)
 
 def resolve(plan: Plan, say: Say) -> None:
     """Pick device and backend, and find the base model (no weights loaded yet)."""
-    from medchat.engine.backends.local import pick_backend, pick_device
-    from medchat.engine.prompt import get_style
+    from medchat.models.loading import pick_backend, pick_device
+    from medchat.chatformat.prompt import get_style
     from medchat.errors import ModelUnavailable
-    from medchat.models import resolve_model
+    from medchat.models.catalog import resolve_model
 
     s = plan.settings
     plan.device = pick_device(s.device)
@@ -185,7 +185,7 @@ def resolve(plan: Plan, say: Say) -> None:
 def load_tokenizer(plan: Plan) -> Any:
     from transformers import AutoTokenizer
 
-    from medchat.engine.backends.local import ensure_pad_token
+    from medchat.models.loading import ensure_pad_token
 
     tok = AutoTokenizer.from_pretrained(plan.resolved.source, local_files_only=plan.resolved.local_only)
     ensure_pad_token(tok)
@@ -196,7 +196,7 @@ def load_model(plan: Plan, say: Say) -> tuple[Any, Any]:
     s, ft = plan.settings, plan.settings.finetune
     say(f"loading {plan.resolved.name} on {plan.device} ({plan.backend})")
     if plan.backend == "unsloth":
-        from medchat.engine.backends.local import load_unsloth_model
+        from medchat.models.loading import load_unsloth_model
 
         # FastModel, not FastLanguageModel: its stock transformers layers run as one compiled region each,
         # packed rows included; FastLanguageModel's own Llama layers take packed rows eagerly, which left
@@ -212,7 +212,7 @@ def load_model(plan: Plan, say: Say) -> tuple[Any, Any]:
             random_state=ft.seed, use_rslora=ft.use_rslora,
         )
         return model, tok
-    from medchat.engine.backends.local import load_hf_model
+    from medchat.models.loading import load_hf_model
 
     # On CPU, float32 weights under bf16 autocast train several times faster than bf16 weights.
     dtype = "float32" if plan.device == "cpu" and s.dtype == "auto" else s.dtype
@@ -715,7 +715,7 @@ def model_revision(source: str) -> str:
 def save_merged(plan: Plan, adapter_dir: Path, target: Path, say: Say) -> None:
     """A merged 16-bit model beside the adapter, made like `medchat export`: from a 16-bit copy of the
     base, never by merging into 4-bit weights (which rounds the fine-tune away)."""
-    from medchat.export import export_merged
+    from medchat.export.merged import export_merged
 
     export_merged(str(adapter_dir), target, model=plan.resolved.source, device=plan.device,
                   offline=plan.settings.offline, say=say)
@@ -756,7 +756,7 @@ def release_memory() -> None:
 # Whole runs
 
 def save_run_state(plan: Plan) -> None:
-    from medchat.fsutil import atomic_write_text
+    from medchat.paths import atomic_write_text
 
     paths.ensure_private_dir(plan.run_dir)
     state = {"name": plan.name, "recipe": plan.recipe, "settings": settings_dict(plan.settings),
@@ -860,7 +860,7 @@ def run_finetune(settings: Settings, *, name: str = "", recipe: str = "", resume
 
 
 def report_card(plan: Plan, adapter_dir: Path, manifest: dict[str, Any], say: Say) -> None:
-    from medchat.finetune.eval import evaluate_adapter
+    from medchat.evaluation.report_card import evaluate_adapter
 
     report = evaluate_adapter(plan.settings, adapter_dir, plan.eval_examples(), plan.style, say)
     store.write_report(adapter_dir, report)

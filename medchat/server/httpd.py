@@ -19,7 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterator
 
 from medchat.config import GenerationSettings
-from medchat.engine.backends.base import Backend, Message
+from medchat.chatformat.messages import Message
+from medchat.engine.backends.base import Backend
 from medchat.engine.events import AnswerDelta, GenerationDone, GenerationFailed, ReasoningDelta
 from medchat.engine.session import stream_events
 from medchat.errors import AdapterError, ConfigError, MedchatError, UsageError

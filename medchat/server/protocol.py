@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from medchat.config import GenerationSettings
-from medchat.engine.backends.base import Message
+from medchat.chatformat.messages import Message
 from medchat.engine.events import GenerationStats
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}

@@ -90,7 +90,7 @@ def check_can_start(resume: int | None, stdout=None) -> None:
     in a pipe: a conversation id that does not exist, or an output that is not a terminal."""
     if resume is not None:
         from medchat import paths
-        from medchat.history import HistoryStore
+        from medchat.store.history import HistoryStore
 
         missing = MedchatError(f"no conversation {resume} (see medchat history list)")
         if not paths.history_db().exists():

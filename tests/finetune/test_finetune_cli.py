@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from medchat.cli import main
-from medchat.commands.finetune import flags_from
+from medchat.cli.main import main
+from medchat.cli.finetune import flags_from
 
 DATA = "tests/finetune/data"
 

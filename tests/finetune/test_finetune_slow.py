@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from medchat import adapters
-from medchat.cli import main
+from medchat.store import adapters
+from medchat.cli.main import main
 from medchat.finetune import trainer
 
 QUESTION = "A 58-year-old man has crushing central chest pain radiating to the left arm. What is the diagnosis?"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from medchat.cli import cli
+from medchat.cli.main import cli
 from medchat.config import Settings
 from medchat.errors import ConfigError, UsageError
 from medchat.finetune.recipes import bundled_recipes, find_recipe, settings_for

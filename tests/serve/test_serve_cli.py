@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from medchat.cli import main
+from medchat.cli.main import main
 from medchat.server.background import serve_in_thread
 from serve_fakes import ANSWER, REASONING, RepeatingFakeBackend
 

@@ -99,7 +99,7 @@ def test_export_merged_folder_loads_without_peft_and_answers_like_the_adapter(em
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from medchat.export import export_merged
+    from medchat.export.merged import export_merged
 
     target = tmp_path / "merged"
     out = export_merged(str(memorized_adapter), target, model="smollm2")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medchat.engine.backends.base import Message
+from medchat.chatformat.messages import Message
 from medchat.server.gate import FifoGate, QueueFull
 from medchat.server.stop import StopMatcher
 
@@ -92,8 +92,8 @@ def test_gate_refuses_beyond_its_queue_limit():
 def test_exported_chat_template_renders_like_medchat(style):
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    from medchat.engine.prompt import PROMPT_STYLES, render_plain
-    from medchat.export import chat_template_for_style
+    from medchat.chatformat.prompt import PROMPT_STYLES, render_plain
+    from medchat.export.merged import chat_template_for_style
 
     template = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(
         chat_template_for_style(style)
@@ -107,7 +107,7 @@ def test_exported_chat_template_renders_like_medchat(style):
 
 
 def test_chat_template_style_keeps_the_tokenizer_template():
-    from medchat.export import chat_template_for_style
+    from medchat.export.merged import chat_template_for_style
 
     assert chat_template_for_style("chat_template") is None
 
@@ -118,7 +118,7 @@ def test_chat_template_style_keeps_the_tokenizer_template():
     ("deepseek-ai/DeepSeek-R1-Distill-Llama-8B", "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"),
 ])
 def test_export_merges_into_the_16_bit_original_of_a_4_bit_build(given, expected):
-    from medchat.export import sixteen_bit_original
+    from medchat.export.merged import sixteen_bit_original
 
     assert sixteen_bit_original(given) == expected
 

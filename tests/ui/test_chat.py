@@ -10,7 +10,7 @@ from medchat import paths
 from medchat.config import GenerationSettings
 from medchat.engine.backends.fake import FakeBackend
 from medchat.errors import ModelUnavailable
-from medchat.history import HistoryStore, StoredTurn
+from medchat.store.history import HistoryStore, StoredTurn
 from medchat.ui.widgets.turn import TurnView
 
 from ui_helpers import GatedBackend, app_with, ask, idle, make_adapter, ready, until

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from medchat.errors import MedchatError, UsageError
-from medchat.history import HistoryStore
+from medchat.store.history import HistoryStore
 from medchat.ui.app import check_can_start
 
 
@@ -21,7 +21,7 @@ class Tty(io.StringIO):
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     # stdout is a pipe here, as in `medchat chat | cat`; the app must never start.
-    code = "import sys; from medchat.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from medchat.cli.main import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60,
         env={**os.environ}, stdin=subprocess.DEVNULL,

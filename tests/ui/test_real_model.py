@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from medchat.config import GenerationSettings, Settings
-from medchat.history import HistoryStore
+from medchat.store.history import HistoryStore
 from medchat.ui.app import make_app
 from medchat.ui.widgets.turn import TurnView
 

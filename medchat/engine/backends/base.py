@@ -6,17 +6,9 @@ import threading
 from dataclasses import dataclass
 from typing import Iterator, Literal, Protocol, Sequence, Union
 
+from medchat.chatformat.messages import Message
 from medchat.config import GenerationSettings
 from medchat.engine.events import AnswerDelta, ReasoningDelta
-
-Role = Literal["system", "user", "assistant"]
-
-
-@dataclass(frozen=True)
-class Message:
-    role: Role
-    content: str
-
 
 @dataclass(frozen=True)
 class PromptReady:

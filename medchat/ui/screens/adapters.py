@@ -9,7 +9,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
-from medchat.adapters import AdapterSummary, list_adapters
+from medchat.store.adapters import AdapterSummary, list_adapters
 
 BASE_KEY = "\0base"  # row key of the "no adapter" row (cannot clash with an adapter name)
 

@@ -29,7 +29,7 @@ from medchat.config import Settings
 from medchat.engine.events import Event, GenerationDone, GenerationFailed
 from medchat.engine.session import ChatSession
 from medchat.errors import MedchatError, out_of_memory
-from medchat.history import HistoryStore, stored_from_turn, turns_for_session
+from medchat.store.history import HistoryStore, stored_from_turn, turns_for_session
 from medchat.safety import notice_text
 from medchat.ui import clock
 from medchat.ui.messages import (

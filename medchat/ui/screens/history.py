@@ -12,8 +12,8 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
 from medchat.errors import MedchatError
-from medchat.fsutil import atomic_write_text
-from medchat.history import HistoryStore, when_text, export
+from medchat.paths import atomic_write_text
+from medchat.store.history import HistoryStore, when_text, export
 
 
 class HistoryBrowser(ModalScreen[int | None]):

@@ -18,6 +18,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Static
 
+from medchat.chatformat.think import think_text
 from medchat.engine.events import GenerationStats
 from medchat.ui import clock
 from medchat.ui.widgets.streaming_markdown import DRAW_CHARS, StreamingMarkdown
@@ -264,7 +265,7 @@ class TurnView(Vertical, can_focus=True):
     def action_copy_all(self) -> None:
         text = self.state.answer
         if self.state.reasoning:
-            text = f"<think>\n{self.state.reasoning}\n</think>\n\n{text}"
+            text = think_text(self.state.reasoning, "\n" + text)
         self.app.copy_to_clipboard(text)
         self.app.notify("Reasoning and answer copied to the clipboard.", timeout=2)
 

@@ -1,1 +1,0 @@
-"""Command groups registered on the `medchat` click group."""

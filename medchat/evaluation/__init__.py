@@ -1,0 +1,1 @@
+"""How good is a fine-tune: the report card (base vs adapter on held-out rows)."""

@@ -1,0 +1,1 @@
+"""What medchat keeps on disk for the user: adapters and their manifests, chat history."""

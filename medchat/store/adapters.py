@@ -1,0 +1,209 @@
+"""The adapter store: ``<data>/adapters/<name>/`` holds PEFT files plus ``medchat.json`` (the manifest).
+
+Adapters are written to a temporary sibling folder and renamed into place only when complete, so a
+listed adapter is never half-written. Any PEFT adapter folder can also be used by path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medchat import paths
+from medchat.errors import AdapterError
+
+MANIFEST = "medchat.json"
+PEFT_CONFIG = "adapter_config.json"
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class AdapterSummary:
+    name: str
+    path: Path
+    base_model: str
+    created: str = ""
+    dataset: str = ""
+    rows: int = 0
+    final_loss: float | None = None
+
+
+def store_dir() -> Path:
+    return paths.adapters_dir()
+
+
+def is_adapter_dir(path: Path) -> bool:
+    return (path / PEFT_CONFIG).is_file() and any((path / w).is_file() for w in WEIGHT_FILES)
+
+
+def resolve_adapter(name_or_path: str) -> Path:
+    """A store name or a folder path -> the adapter folder; one clear error if it is not usable."""
+    candidate = Path(name_or_path).expanduser()
+    looks_like_path = "/" in name_or_path or name_or_path.startswith(".") or candidate.is_absolute()
+    if not looks_like_path:
+        stored = store_dir() / name_or_path
+        if stored.is_dir():
+            candidate = stored
+        elif not candidate.exists():
+            known = ", ".join(a.name for a in list_adapters()) or "none yet"
+            raise AdapterError(f"no adapter named '{name_or_path}' (stored adapters: {known})")
+    if not candidate.exists():
+        raise AdapterError(f"adapter folder {candidate} does not exist")
+    if not candidate.is_dir():
+        raise AdapterError(f"{candidate} is not a folder; an adapter is a folder with {PEFT_CONFIG}")
+    if not (candidate / PEFT_CONFIG).is_file():
+        raise AdapterError(f"{candidate} has no {PEFT_CONFIG}: not a LoRA adapter folder")
+    if not any((candidate / w).is_file() for w in WEIGHT_FILES):
+        raise AdapterError(f"{candidate} has no adapter weights ({WEIGHT_FILES[0]}): incomplete adapter")
+    return candidate.resolve()
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise AdapterError(f"{path} is unreadable: {exc}") from exc
+
+
+def read_manifest(adapter_dir: Path) -> dict[str, Any] | None:
+    return read_json(adapter_dir / MANIFEST)
+
+
+def adapter_base_model(adapter_dir: Path) -> str:
+    """The base model an adapter was trained on: the manifest's id, else PEFT's own record."""
+    manifest = read_manifest(adapter_dir) or {}
+    base = (manifest.get("base_model") or {}) if isinstance(manifest.get("base_model"), dict) else {}
+    if base.get("id"):
+        return str(base["id"])
+    if isinstance(manifest.get("base_model"), str):
+        return manifest["base_model"]
+    config = read_json(adapter_dir / PEFT_CONFIG) or {}
+    return str(config.get("base_model_name_or_path") or "")
+
+
+def list_adapters() -> list[AdapterSummary]:
+    root = store_dir()
+    if not root.is_dir():
+        return []
+    out = []
+    for d in sorted(root.iterdir()):
+        if d.name.startswith(".") or not d.is_dir() or not is_adapter_dir(d):
+            continue  # temporary folders of an adapter being written, or debris
+        try:
+            manifest = read_manifest(d) or {}
+            base = adapter_base_model(d)
+        except AdapterError:
+            manifest, base = {}, "?"
+        data = manifest.get("dataset") or {}
+        losses = manifest.get("losses") or {}
+        out.append(
+            AdapterSummary(
+                name=d.name,
+                path=d,
+                base_model=base,
+                created=str(manifest.get("created", "")),
+                dataset=str(data.get("id", "")) if isinstance(data, dict) else str(data),
+                rows=int(data.get("rows_used", 0)) if isinstance(data, dict) else 0,
+                final_loss=losses.get("final_train") if isinstance(losses, dict) else None,
+            )
+        )
+    return out
+
+
+# -------------------------------------------------------------------------------------------------
+# Write side: only `medchat finetune` creates adapters; a half-written one is never listed.
+
+REPORT = "report.json"
+
+
+def validate_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise AdapterError(
+            f"adapter name {name!r} is not allowed: use letters, digits, '.', '_' or '-' (at most 64, "
+            "starting with a letter or digit)"
+        )
+    return name
+
+
+def begin_save(name: str) -> Path:
+    """A private temporary sibling folder ``.tmp-<name>-*`` in the store to write an adapter into."""
+    import tempfile
+
+    validate_name(name)
+    root = paths.ensure_private_dir(store_dir())
+    if (root / name).exists():
+        raise AdapterError(f"an adapter named '{name}' already exists (choose another --name or `medchat adapters rm {name}`)")
+    return Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{name}-"))
+
+
+def commit_save(tmp: Path, name: str) -> Path:
+    """Move a complete adapter folder into place under ``name`` (atomic rename on one filesystem)."""
+    import os
+
+    if not is_adapter_dir(tmp):
+        raise AdapterError(f"refusing to store an incomplete adapter (no {PEFT_CONFIG} or weights in {tmp})")
+    target = store_dir() / name
+    if target.exists():
+        raise AdapterError(f"an adapter named '{name}' appeared while training; the new one is kept at {tmp}")
+    os.chmod(tmp, 0o700)
+    os.replace(tmp, target)
+    return target
+
+
+def abort_save(tmp: Path) -> None:
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_manifest(adapter_dir: Path, manifest: dict[str, Any]) -> None:
+    from medchat.paths import atomic_write_text
+
+    atomic_write_text(adapter_dir / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def write_report(adapter_dir: Path, report: dict[str, Any]) -> None:
+    from medchat.paths import atomic_write_text
+
+    atomic_write_text(adapter_dir / REPORT, json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def read_report(adapter_dir: Path) -> dict[str, Any] | None:
+    return read_json(adapter_dir / REPORT)
+
+
+def stored_adapter(name: str) -> Path:
+    """A stored adapter's folder by name (not a path), even if incomplete, for `rm` and `path`."""
+    validate_name(name)
+    target = store_dir() / name
+    if not target.is_dir():
+        known = ", ".join(a.name for a in list_adapters()) or "none yet"
+        raise AdapterError(f"no adapter named '{name}' (stored adapters: {known})")
+    return target
+
+
+def remove_adapter(name: str) -> Path:
+    """Delete a stored adapter: renamed aside first, so a crash mid-delete leaves no listed half."""
+    import os
+    import shutil
+    import tempfile
+
+    target = stored_adapter(name)
+    trash = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".rm-{name}-"))
+    os.replace(target, trash / name)
+    shutil.rmtree(trash, ignore_errors=True)
+    return target
+
+
+def stale_temporaries() -> list[Path]:
+    """Leftovers of interrupted saves or deletes (never listed as adapters)."""
+    root = store_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.name.startswith((".tmp-", ".rm-")))

@@ -1,0 +1,100 @@
+"""The command line: start-up cost, help, config commands, and one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from medchat import paths
+
+
+def medchat(*args, env=None, input=None):
+    return subprocess.run(
+        [sys.executable, "-m", "medchat", *args],
+        capture_output=True, text=True, env={**os.environ, **(env or {})}, input=input, timeout=300,
+    )
+
+
+def test_help_imports_no_heavy_library_and_is_quick():
+    code = (
+        "import sys, time; t = time.perf_counter();"
+        "from medchat.cli.main import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'transformers', 'textual', 'trl', 'peft', 'unsloth', 'datasets') if m in sys.modules]\n"
+        "print('HEAVY', heavy, time.perf_counter() - t)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    line = out.strip().splitlines()[-1]
+    assert line.startswith("HEAVY [] "), line
+    assert float(line.split()[-1]) < 2.0  # generous: it is ~0.1 s; this only catches a heavy import
+
+
+def test_every_command_has_help():
+    out = medchat("--help").stdout
+    assert "medical information, not medical advice" in out
+    for cmd in ("ask", "chat", "models", "pull", "config"):
+        assert cmd in out
+        assert medchat(cmd, "--help").returncode == 0
+
+
+def test_config_init_show_path():
+    assert medchat("config", "path").stdout.strip() == str(paths.config_file())
+    r = medchat("config", "init")
+    assert r.returncode == 0 and paths.config_file().is_file()
+    assert oct(paths.config_file().stat().st_mode & 0o777) == "0o600"
+    assert medchat("config", "init").returncode != 0  # refuses to overwrite
+    assert 'model = "auto"' in medchat("config", "show").stdout
+
+
+def test_corrupt_config_is_one_line_and_nonzero():
+    paths.config_file().parent.mkdir(parents=True, exist_ok=True)
+    paths.config_file().write_text("[generation\n")
+    r = medchat("ask", "hello")
+    assert r.returncode == 2
+    assert r.stderr.startswith("medchat: error:") and "not valid TOML" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_model_is_one_line():
+    r = medchat("ask", "--model", "no-such-model", "hi")
+    assert r.returncode == 3 and "unknown model 'no-such-model'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_missing_adapter_is_one_line():
+    r = medchat("ask", "--model", "./nowhere", "--adapter", "ghost", "hi")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+
+
+def test_bad_flag_value_is_refused():
+    r = medchat("ask", "--temperature", "-1", "hi")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_empty_question_from_stdin():
+    r = medchat("ask", "--model", "smollm2", "-", input="   \n", env={"MEDCHAT_MODEL": "smollm2"})
+    assert r.returncode == 2 and "question is empty" in r.stderr
+
+
+def test_debug_shows_traceback():
+    r = medchat("--debug", "ask", "--model", "no-such-model", "hi")
+    assert "Traceback" in r.stderr
+
+
+def test_usage_errors_are_one_line():
+    # click's own errors (bad value, unknown option or command, missing argument) read like medchat's.
+    for args in (["ask", "--temperature", "-1", "hi"], ["ask", "--bogus", "hi"], ["nosuchcmd"], ["ask"]):
+        r = medchat(*args)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("medchat: error: "), (args, r.stderr)
+    assert "--help" in medchat("ask", "--bogus", "hi").stderr
+    r = medchat("config")  # a bare command group still shows its help
+    assert "Usage:" in r.stdout + r.stderr and "init" in r.stdout + r.stderr
+
+
+def test_unwritable_config_or_export_target_is_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    r = medchat("config", "init", env={"MEDCHAT_HOME": str(blocker / "home")})  # a file where a folder must go
+    assert r.returncode == 1 and r.stderr.startswith("medchat: error: cannot write") and "Traceback" not in r.stderr

@@ -1,0 +1,39 @@
+"""The engine on CUDA (run on a GPU machine; skipped elsewhere).
+
+GPU_TEST_MODEL names a local model folder, e.g. the random-init 8B shape that the GPU kit's
+mkmodel.py writes: `GPU_TEST_MODEL=/tmp/l8b python -m pytest -m gpu tests/test_gpu_engine.py -s`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from medchat.config import load_settings
+from medchat.chatformat.messages import Message
+from medchat.engine.events import GenerationDone
+from medchat.engine.session import stream_events
+
+torch = pytest.importorskip("torch")
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+    pytest.mark.skipif(not os.environ.get("GPU_TEST_MODEL"), reason="set GPU_TEST_MODEL to a model folder"),
+]
+
+
+@pytest.mark.parametrize("backend", ["unsloth", "hf"])
+def test_4bit_model_streams_through_the_engine(backend):
+    from medchat.engine.backends import open_local
+
+    settings = load_settings({"model": os.environ["GPU_TEST_MODEL"], "backend": backend, "quantize": "4bit",
+                              "generation.temperature": "0", "generation.max_new_tokens": "128"})
+    engine = open_local(settings, print)
+    assert engine.info.backend == backend and engine.info.device == "cuda"
+    msgs = [Message("user", "A 58-year-old man has crushing chest pain. What is the most likely diagnosis?")]
+    list(stream_events(engine, msgs, settings.generation))  # warm-up
+    done = list(stream_events(engine, msgs, settings.generation))[-1]
+    assert isinstance(done, GenerationDone) and done.stats.completion_tokens > 0
+    print(f"\n{backend}: {done.stats.completion_tokens} tokens, {done.stats.tok_per_s:.1f} tok/s, "
+          f"peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")

@@ -1,0 +1,99 @@
+"""The adapter store's write side and the `medchat adapters` commands (no model needed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from medchat.store import adapters
+from medchat.cli.main import cli
+from medchat.errors import AdapterError
+
+
+def fake_adapter(folder, manifest=None, report=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "x/base", "r": 8}))
+    (folder / "adapter_model.safetensors").write_bytes(b"\0" * 16)
+    if manifest is not None:
+        adapters.write_manifest(folder, manifest)
+    if report is not None:
+        adapters.write_report(folder, report)
+    return folder
+
+
+MANIFEST = {
+    "name": "demo", "created": "2026-11-22T17:00:00+0000", "prompt_style": "chat_template",
+    "base_model": {"id": "HuggingFaceTB/SmolLM2-135M-Instruct", "name": "smollm2"},
+    "dataset": {"id": "sample", "kind": "sample", "rows_used": 16, "rows_total": 81, "eval_indices": [1, 2]},
+    "settings": {"finetune": {"lora_r": 16, "target_modules": ["q_proj"]}},
+    "training": {"steps": 3, "seconds": 12.0, "tokens_per_second": 100.0},
+    "losses": {"first_train": 3.4, "final_train": 2.9},
+}
+REPORT = {"max_new_tokens": 32, "prompt_style": "chat_template", "summary": {
+    "base": {"rows": 2, "share_closed": 0.0, "mc_rows": 1, "accuracy": 0.0},
+    "adapter": {"rows": 2, "share_closed": 0.5, "mc_rows": 1, "accuracy": 1.0}}}
+
+
+def test_atomic_save_lists_only_complete_adapters():
+    tmp = adapters.begin_save("demo")
+    assert tmp.name.startswith(".tmp-demo-") and tmp.parent == adapters.store_dir()
+    assert adapters.list_adapters() == []  # a half-written adapter is never listed
+    fake_adapter(tmp, MANIFEST)
+    final = adapters.commit_save(tmp, "demo")
+    assert final == adapters.store_dir() / "demo" and not tmp.exists()
+    [summary] = adapters.list_adapters()
+    assert (summary.name, summary.rows, summary.final_loss) == ("demo", 16, 2.9)
+    assert oct(final.stat().st_mode & 0o777) == "0o700"
+
+
+def test_commit_refuses_incomplete_and_existing():
+    tmp = adapters.begin_save("demo")
+    with pytest.raises(AdapterError, match="incomplete"):
+        adapters.commit_save(tmp, "demo")
+    fake_adapter(adapters.store_dir() / "demo")
+    with pytest.raises(AdapterError, match="already exists"):
+        adapters.begin_save("demo")
+    adapters.abort_save(tmp)
+    assert not tmp.exists()
+
+
+@pytest.mark.parametrize("name", ["", "../x", "a/b", ".hidden", "x" * 65, "sp ace"])
+def test_bad_names(name):
+    with pytest.raises(AdapterError, match="not allowed"):
+        adapters.validate_name(name)
+
+
+def test_remove_adapter():
+    fake_adapter(adapters.store_dir() / "demo", MANIFEST)
+    adapters.remove_adapter("demo")
+    assert not (adapters.store_dir() / "demo").exists()
+    assert adapters.stale_temporaries() == []
+    with pytest.raises(AdapterError, match="no adapter named 'demo'"):
+        adapters.remove_adapter("demo")
+
+
+def test_adapters_commands():
+    runner = CliRunner()
+    assert "no adapters yet" in runner.invoke(cli, ["adapters", "list"]).output
+    fake_adapter(adapters.store_dir() / "demo", MANIFEST, REPORT)
+    listed = runner.invoke(cli, ["adapters", "list"])
+    assert listed.exit_code == 0 and "demo" in listed.output and "2.900" in listed.output
+    shown = runner.invoke(cli, ["adapters", "show", "demo"])
+    assert shown.exit_code == 0
+    assert "HuggingFaceTB/SmolLM2-135M-Instruct" in shown.output
+    assert "closes </think> then answers" in shown.output and "50%" in shown.output
+    as_json = json.loads(runner.invoke(cli, ["adapters", "show", "demo", "--json"]).output)
+    assert as_json["manifest"]["name"] == "demo" and as_json["report"]["summary"]["adapter"]["accuracy"] == 1.0
+    path = runner.invoke(cli, ["adapters", "path", "demo"])
+    assert path.output.strip() == str((adapters.store_dir() / "demo").resolve())
+    assert runner.invoke(cli, ["adapters", "rm", "demo", "--yes"]).exit_code == 0
+    assert not (adapters.store_dir() / "demo").exists()
+
+
+def test_rm_unknown_deletes_nothing():
+    fake_adapter(adapters.store_dir() / "keep", MANIFEST)
+    result = CliRunner().invoke(cli, ["adapters", "rm", "keep", "missing", "--yes"])
+    assert result.exit_code != 0
+    assert (adapters.store_dir() / "keep").exists()
