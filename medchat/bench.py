@@ -333,13 +333,10 @@ def worker_engine(spec: dict) -> dict:
 
 def _style(resolved: Any, settings: Any) -> str:
     """The prompt style chat would use: the adapter's recorded one, else the model's."""
-    if settings.adapter:
-        from medchat.store import adapters as store
+    from medchat.models.adapters import adapter_prompt_style
+    from medchat.store import adapters as store
 
-        manifest = store.read_manifest(store.resolve_adapter(settings.adapter)) or {}
-        if manifest.get("prompt_style"):
-            return str(manifest["prompt_style"])
-    return resolved.prompt_style
+    return adapter_prompt_style(store.resolve_adapter(settings.adapter) if settings.adapter else None, resolved)
 
 
 def _time_generate(model: Any, tokenizer: Any, settings: Any, tokens: int, style: str) -> dict:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from medchat.store.manifest import DatasetRecord
 
 from medchat.errors import AdapterError, DataError, UsageError
 
@@ -158,43 +161,42 @@ def adapters_list(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest and report card as JSON.")
 def adapters_show(name: str, as_json: bool) -> None:
     """An adapter's manifest: base model, data, settings, losses, report card."""
-    from medchat.store.adapters import read_manifest, read_report, resolve_adapter
     from medchat.evaluation.report_card import print_report
+    from medchat.store.adapters import read_report, resolve_adapter
+    from medchat.store.manifest import read_manifest
 
     path = resolve_adapter(name)
-    manifest = read_manifest(path) or {}
+    manifest = read_manifest(path)
     report = read_report(path)
     if as_json:
-        click.echo(json.dumps({"path": str(path), "manifest": manifest, "report": report}, indent=2, ensure_ascii=False))
+        whole = json.loads(manifest.to_json()) if manifest else {}
+        click.echo(json.dumps({"path": str(path), "manifest": whole, "report": report}, indent=2, ensure_ascii=False))
         return
     click.echo(f"{path.name}  ({path})")
     if not manifest:
         click.echo("  no medchat manifest (an adapter made elsewhere)")
         return
-    base = manifest.get("base_model", {})
-    data = manifest.get("dataset", {})
-    training = manifest.get("training", {})
-    losses = manifest.get("losses", {})
-    s = manifest.get("settings", {}).get("finetune", {})
+    base, data, training, losses = manifest.base_model, manifest.dataset, manifest.training, manifest.losses
+    s = manifest.settings.get("finetune", {})
     lines = [
-        ("created", manifest.get("created", "")),
-        ("recipe", manifest.get("recipe") or "–"),
-        ("base model", f"{base.get('id', '')}" + (f" @ {base['revision']}" if base.get("revision") else "")),
-        ("prompt style", f"{manifest.get('prompt_style', '')} (template {manifest.get('chat_template_hash', '')})"),
-        ("data", f"{data.get('id', '')}{subset_split(data)} ({data.get('shape', '')}), "
-                 f"{data.get('rows_used', 0)} of {data.get('rows_total', 0)} rows ({data.get('select', '')}), "
-                 f"{len(data.get('eval_indices', []))} held out"),
+        ("created", manifest.created),
+        ("recipe", manifest.recipe or "–"),
+        ("base model", base.id + (f" @ {base.revision}" if base.revision else "")),
+        ("prompt style", f"{manifest.prompt_style} (template {manifest.chat_template_hash})"),
+        ("data", f"{data.id}{subset_split(data)} ({data.shape}), "
+                 f"{data.rows_used} of {data.rows_total} rows ({data.select}), "
+                 f"{len(data.eval_indices)} held out"),
         ("LoRA", f"r {s.get('lora_r')}, alpha {s.get('lora_alpha')}, dropout {s.get('lora_dropout')}, "
                  f"rsLoRA {s.get('use_rslora')}, targets {','.join(s.get('target_modules', []))}"),
         ("trainer", f"batch {s.get('batch_size')} × accum {s.get('grad_accum')}, lr {s.get('learning_rate')} "
                     f"{s.get('lr_scheduler')}, {s.get('max_steps') or str(s.get('epochs')) + ' epochs'} steps, "
                     f"seq {s.get('max_seq_length')}, seed {s.get('seed')}"),
-        ("training", f"{training.get('steps')} steps in {training.get('seconds')} s, "
-                     f"{training.get('tokens_per_second')} tok/s (non-padding)"
-                     + (f", peak GPU {training['peak_gpu_gib']} GiB" if training.get("peak_gpu_gib") else "")),
-        ("loss", f"{losses.get('first_train')} → {losses.get('final_train')}"),
-        ("hardware", ", ".join(f"{k} {v}" for k, v in manifest.get("hardware", {}).items() if k != "platform")),
-        ("versions", ", ".join(f"{k} {v}" for k, v in manifest.get("versions", {}).items())),
+        ("training", f"{training.steps} steps in {training.seconds} s, "
+                     f"{training.tokens_per_second} tok/s (non-padding)"
+                     + (f", peak GPU {training.peak_gpu_gib} GiB" if training.peak_gpu_gib else "")),
+        ("loss", f"{losses.first_train} → {losses.final_train}"),
+        ("hardware", ", ".join(f"{k} {v}" for k, v in manifest.hardware.items() if k != "platform")),
+        ("versions", ", ".join(f"{k} {v}" for k, v in manifest.versions.items())),
     ]
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
@@ -208,8 +210,8 @@ def adapters_show(name: str, as_json: bool) -> None:
         click.echo("\n  no report card: trained without held-out rows (--eval-rows 0)")
 
 
-def subset_split(data: dict[str, Any]) -> str:
-    parts = "/".join(p for p in (data.get("subset", ""), data.get("split", "")) if p)
+def subset_split(data: "DatasetRecord") -> str:
+    parts = "/".join(p for p in (data.subset, data.split) if p)
     return f" [{parts}]" if parts else ""
 
 
@@ -270,22 +272,22 @@ def recipes(name: str | None) -> None:
 def eval_command(adapter: str, rows: int | None, max_new_tokens: int | None, model: str | None,
                  device: str | None, offline: bool | None) -> None:
     """Base model vs adapter on the adapter's held-out rows; saves and prints the report card."""
-    from medchat.store.adapters import read_manifest, resolve_adapter, write_report
     from medchat.config import load_settings
-    from medchat.finetune import data as D
     from medchat.evaluation.report_card import evaluate_adapter, print_report
+    from medchat.finetune import data as D
+    from medchat.store.adapters import resolve_adapter, write_report
+    from medchat.store.manifest import read_manifest
 
     path = resolve_adapter(adapter)
     manifest = read_manifest(path)
-    if not manifest or "dataset" not in manifest:
+    if not manifest or not manifest.dataset.id:
         raise AdapterError(f"{path.name} has no medchat manifest: it does not record held-out rows to evaluate on")
-    data = manifest["dataset"]
-    indices = list(data.get("eval_indices") or [])
+    data = manifest.dataset
+    indices = list(data.eval_indices)
     if not indices:
         raise DataError(f"{path.name} was trained without held-out rows (--eval-rows 0); nothing to evaluate on")
-    base = manifest.get("base_model") or {}
-    flags: dict[str, Any] = {"model": model or base.get("name") or base.get("id"),
-                             "system_prompt": manifest.get("system_prompt")}
+    flags: dict[str, Any] = {"model": model or manifest.base_model.name or manifest.base_model.id,
+                             "system_prompt": manifest.system_prompt}
     if device:
         flags["device"] = device
     if offline is not None:
@@ -293,16 +295,15 @@ def eval_command(adapter: str, rows: int | None, max_new_tokens: int | None, mod
     if max_new_tokens:
         flags["finetune.eval_max_new_tokens"] = max_new_tokens
     settings = load_settings(flags)
-    spec = "sample" if data.get("kind") == "sample" else data["id"]
-    dataset = D.load_dataset(spec, subset=data.get("subset", ""), split=data.get("split", ""),
-                             columns=manifest.get("settings", {}).get("finetune", {}).get("columns", ""),
-                             offline=settings.offline)
-    if data.get("revision") and dataset.source.revision and data["revision"] != dataset.source.revision:
+    spec = "sample" if data.kind == "sample" else data.id
+    dataset = D.load_dataset(spec, subset=data.subset, split=data.split,
+                             columns=manifest.finetune_setting("columns", ""), offline=settings.offline)
+    if data.revision and dataset.source.revision and data.revision != dataset.source.revision:
         click.echo("medchat: warning: the data set changed since training; held-out rows may differ", err=True)
     if max(indices) >= len(dataset.examples):
         raise DataError(f"the data set now has {len(dataset.examples)} rows; the held-out rows no longer exist")
     examples = [dataset.examples[i] for i in indices[: rows or len(indices)]]
-    report = evaluate_adapter(settings, path, examples, manifest.get("prompt_style", "chat_template"),
+    report = evaluate_adapter(settings, path, examples, manifest.prompt_style or "chat_template",
                               lambda m: click.echo(f"medchat: {m}", err=True))
     write_report(path, report)
     print_report(report)

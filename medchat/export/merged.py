@@ -19,6 +19,7 @@ from typing import Callable
 from medchat import __version__
 from medchat.chatformat.think import OPEN
 from medchat.store import adapters as adapter_store
+from medchat.store.manifest import read_manifest
 from medchat.errors import AdapterError, UsageError
 
 Say = Callable[[str], None]
@@ -86,7 +87,8 @@ def export_chat_template(adapter: str, target: Path) -> Path:
     """Write the Jinja chat template matching the adapter's prompt style (for vLLM ``--chat-template``
     when serving the adapter itself with ``--lora-modules``)."""
     adapter_path = adapter_store.resolve_adapter(adapter)
-    style = str((adapter_store.read_manifest(adapter_path) or {}).get("prompt_style") or "chat_template")
+    manifest = read_manifest(adapter_path)
+    style = (manifest.prompt_style if manifest else "") or "chat_template"
     template = chat_template_for_style(style)
     if template is None:
         raise UsageError(
@@ -121,7 +123,7 @@ def export_merged(
     if not base_spec:
         raise AdapterError(f"adapter {adapter_path.name} does not record its base model; pass --model")
 
-    from medchat.models.adapters import attach_adapter, check_adapter_base
+    from medchat.models.adapters import adapter_prompt_style, attach_adapter, check_adapter_base
     from medchat.models.loading import load_hf_model, pick_device
     from medchat.models.catalog import resolve_model
 
@@ -142,8 +144,7 @@ def export_merged(
     say(f"merging adapter {adapter_path.name}")
     merged = attach_adapter(base, adapter_path, resolved).merge_and_unload()
 
-    manifest = adapter_store.read_manifest(adapter_path) or {}
-    style = str(manifest.get("prompt_style") or resolved.prompt_style or "chat_template")
+    style = adapter_prompt_style(adapter_path, resolved) or "chat_template"
     if template := chat_template_for_style(style):
         tokenizer.chat_template = template
 

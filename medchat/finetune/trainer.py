@@ -32,6 +32,7 @@ from medchat.config import Settings, merge
 from medchat.errors import DataError, HardwareError, Interrupted, MedchatError, UsageError, out_of_memory
 from medchat.finetune import data as D
 from medchat.finetune import packing
+from medchat.store.manifest import Manifest, write_manifest
 
 Say = Callable[[str], None]
 
@@ -655,7 +656,7 @@ def settings_dict(settings: Settings) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(settings)))
 
 
-def build_manifest(plan: Plan, tokenizer: Any, built: Built, result: TrainResult, started: float) -> dict[str, Any]:
+def build_manifest(plan: Plan, tokenizer: Any, built: Built, result: TrainResult, started: float) -> Manifest:
     from medchat import __version__
 
     src = plan.dataset.source
@@ -664,8 +665,7 @@ def build_manifest(plan: Plan, tokenizer: Any, built: Built, result: TrainResult
     s = settings_dict(plan.settings)
     s.pop("api_key", None)
     s["finetune"]["learning_rate"] = plan.learning_rate or s["finetune"]["learning_rate"]
-    return {
-        "format": 1,
+    return Manifest.model_validate({
         "name": plan.name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "medchat_version": __version__,
@@ -693,8 +693,8 @@ def build_manifest(plan: Plan, tokenizer: Any, built: Built, result: TrainResult
         "hardware": hardware(plan),
         "duration_seconds": round(time.time() - started, 1),
         "notes": plan.notes,
-        **({"tensorboard_logs": plan.log_dir} if plan.log_dir else {}),
-    }
+        "tensorboard_logs": plan.log_dir or "",
+    })
 
 
 def model_revision(source: str) -> str:
@@ -831,7 +831,7 @@ def run_finetune(settings: Settings, *, name: str = "", recipe: str = "", resume
     try:
         model.save_pretrained(str(tmp))
         manifest = build_manifest(plan, tokenizer, built, result, started)
-        store.write_manifest(tmp, manifest)
+        write_manifest(tmp, manifest)
         trainer = model = None  # merging and the report card load the base afresh, as chat will
         release_memory()
         # The adapter is complete now: a failing (or interrupted) merge or report card is reported
@@ -842,7 +842,7 @@ def run_finetune(settings: Settings, *, name: str = "", recipe: str = "", resume
         if plan.selection.eval:
             optional_step(manifest, "report card", lambda: report_card(plan, tmp, manifest, say), say,
                           f"medchat eval --adapter {plan.name}")
-        store.write_manifest(tmp, manifest)
+        write_manifest(tmp, manifest)
         final = store.commit_save(tmp, plan.name)
     except BaseException:
         store.abort_save(tmp)
@@ -850,30 +850,30 @@ def run_finetune(settings: Settings, *, name: str = "", recipe: str = "", resume
     shutil.rmtree(plan.run_dir, ignore_errors=True)
     if plan.ft.push_to_hub:
         try:
-            manifest["pushed_to"] = push(plan, final, say)
+            manifest.pushed_to = push(plan, final, say)
         except Exception as exc:  # noqa: BLE001 - hub errors come in many types
             raise MedchatError(f"adapter {plan.name} is saved, but pushing to {plan.ft.push_to_hub} failed: "
                                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
-        store.write_manifest(final, manifest)
+        write_manifest(final, manifest)
     print_summary(manifest, final)
     return final
 
 
-def report_card(plan: Plan, adapter_dir: Path, manifest: dict[str, Any], say: Say) -> None:
+def report_card(plan: Plan, adapter_dir: Path, manifest: Manifest, say: Say) -> None:
     from medchat.evaluation.report_card import evaluate_adapter
 
     report = evaluate_adapter(plan.settings, adapter_dir, plan.eval_examples(), plan.style, say)
     store.write_report(adapter_dir, report)
-    manifest["eval"] = report["summary"]
+    manifest.eval = report["summary"]
 
 
-def optional_step(manifest: dict[str, Any], what: str, step: Callable[[], None], say: Say, later: str) -> None:
+def optional_step(manifest: Manifest, what: str, step: Callable[[], None], say: Say, later: str) -> None:
     try:
         step()
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001
         why = "interrupted" if isinstance(exc, KeyboardInterrupt) else (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         say(f"{what} failed ({why}); the adapter is kept — run `{later}` later")
-        manifest.setdefault("notes", []).append(f"{what} failed: {why}")
+        manifest.notes.append(f"{what} failed: {why}")
 
 
 def check_disk(plan: Plan) -> None:
@@ -884,22 +884,22 @@ def check_disk(plan: Plan) -> None:
         raise HardwareError(f"only {free_gib:.1f} GiB free in {root}; checkpoints and the adapter need more")
 
 
-def print_summary(manifest: dict[str, Any], path: Path) -> None:
-    t = manifest["training"]
-    losses = manifest["losses"]
+def print_summary(manifest: Manifest, path: Path) -> None:
+    t = manifest.training
+    losses = manifest.losses
     lines = [
-        f"adapter {manifest['name']} saved to {path}",
-        f"  {t['steps']} steps in {_clock(t['seconds'])}, {t['tokens']:,} tokens ({t['tokens_per_second']:,.0f} tok/s, non-padding"
-        + (f"; {t['steady_tokens_per_second']:,.0f} tok/s after warm-up" if t.get("steady_tokens_per_second") else "") + ")"
-        + (f", peak GPU memory {t['peak_gpu_gib']} GiB" if t.get("peak_gpu_gib") is not None else ""),
-        f"  loss {losses['first_train']} → {losses['final_train']}",
+        f"adapter {manifest.name} saved to {path}",
+        f"  {t.steps} steps in {_clock(t.seconds)}, {t.tokens:,} tokens ({t.tokens_per_second:,.0f} tok/s, non-padding"
+        + (f"; {t.steady_tokens_per_second:,.0f} tok/s after warm-up" if t.steady_tokens_per_second else "") + ")"
+        + (f", peak GPU memory {t.peak_gpu_gib} GiB" if t.peak_gpu_gib is not None else ""),
+        f"  loss {losses.first_train} → {losses.final_train}",
     ]
-    if manifest.get("tensorboard_logs"):
-        lines.append(f"  TensorBoard: tensorboard --logdir {shell_quote(manifest['tensorboard_logs'])}")
-    ev = manifest.get("eval")
+    if manifest.tensorboard_logs:
+        lines.append(f"  TensorBoard: tensorboard --logdir {shell_quote(manifest.tensorboard_logs)}")
+    ev = manifest.eval
     if ev:
         lines.append(f"  report card: {format_eval_line(ev)}")
-    lines.append(f"chat with it: medchat --model {shell_quote(manifest['base_model']['name'])} --adapter {manifest['name']}")
+    lines.append(f"chat with it: medchat --model {shell_quote(manifest.base_model.name)} --adapter {manifest.name}")
     print("\n".join(lines), flush=True)
 
 

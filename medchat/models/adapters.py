@@ -13,6 +13,7 @@ from typing import Any
 from medchat.errors import AdapterError, MedchatError
 from medchat.models.catalog import ResolvedModel, local_folder, same_base
 from medchat.store import adapters as adapter_store
+from medchat.store.manifest import read_manifest
 
 
 def check_adapter_base(path: Path, resolved: ResolvedModel) -> None:
@@ -54,5 +55,5 @@ def attach_adapter(model: Any, path: Path, resolved: ResolvedModel, name: str = 
 
 def adapter_prompt_style(path: Path | None, resolved: ResolvedModel) -> str:
     """The prompt style an adapter was trained with (its manifest says), else the model's own."""
-    manifest = adapter_store.read_manifest(path) if path is not None else None
-    return str((manifest or {}).get("prompt_style") or resolved.prompt_style)
+    manifest = read_manifest(path) if path is not None else None
+    return (manifest.prompt_style if manifest else "") or resolved.prompt_style

@@ -14,8 +14,9 @@ from typing import Any
 
 from medchat import paths
 from medchat.errors import AdapterError
+from medchat.store.manifest import FILENAME as MANIFEST
+from medchat.store.manifest import Manifest, read_manifest
 
-MANIFEST = "medchat.json"
 PEFT_CONFIG = "adapter_config.json"
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -71,18 +72,11 @@ def read_json(path: Path) -> dict[str, Any] | None:
         raise AdapterError(f"{path} is unreadable: {exc}") from exc
 
 
-def read_manifest(adapter_dir: Path) -> dict[str, Any] | None:
-    return read_json(adapter_dir / MANIFEST)
-
-
 def adapter_base_model(adapter_dir: Path) -> str:
     """The base model an adapter was trained on: the manifest's id, else PEFT's own record."""
-    manifest = read_manifest(adapter_dir) or {}
-    base = (manifest.get("base_model") or {}) if isinstance(manifest.get("base_model"), dict) else {}
-    if base.get("id"):
-        return str(base["id"])
-    if isinstance(manifest.get("base_model"), str):
-        return manifest["base_model"]
+    manifest = read_manifest(adapter_dir)
+    if manifest is not None and manifest.base_model.id:
+        return manifest.base_model.id
     config = read_json(adapter_dir / PEFT_CONFIG) or {}
     return str(config.get("base_model_name_or_path") or "")
 
@@ -96,21 +90,19 @@ def list_adapters() -> list[AdapterSummary]:
         if d.name.startswith(".") or not d.is_dir() or not is_adapter_dir(d):
             continue  # temporary folders of an adapter being written, or debris
         try:
-            manifest = read_manifest(d) or {}
+            manifest = read_manifest(d) or Manifest()
             base = adapter_base_model(d)
         except AdapterError:
-            manifest, base = {}, "?"
-        data = manifest.get("dataset") or {}
-        losses = manifest.get("losses") or {}
+            manifest, base = Manifest(), "?"
         out.append(
             AdapterSummary(
                 name=d.name,
                 path=d,
                 base_model=base,
-                created=str(manifest.get("created", "")),
-                dataset=str(data.get("id", "")) if isinstance(data, dict) else str(data),
-                rows=int(data.get("rows_used", 0)) if isinstance(data, dict) else 0,
-                final_loss=losses.get("final_train") if isinstance(losses, dict) else None,
+                created=manifest.created,
+                dataset=manifest.dataset.id,
+                rows=manifest.dataset.rows_used,
+                final_loss=manifest.losses.final_train,
             )
         )
     return out
@@ -160,12 +152,6 @@ def abort_save(tmp: Path) -> None:
     import shutil
 
     shutil.rmtree(tmp, ignore_errors=True)
-
-
-def write_manifest(adapter_dir: Path, manifest: dict[str, Any]) -> None:
-    from medchat.paths import atomic_write_text
-
-    atomic_write_text(adapter_dir / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def write_report(adapter_dir: Path, report: dict[str, Any]) -> None:
