@@ -19,7 +19,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from medchat.engine.fastdecode import FastDecoder
+from medchat.models.fastdecode import FastDecoder
 
 MODEL = sys.argv[1]
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -87,7 +87,7 @@ with torch.inference_mode():
 del m
 torch.cuda.empty_cache() if DEV == "cuda" else None
 out = {}
-import medchat.engine.fastdecode as fastdecode  # noqa: E402
+import medchat.models.fastdecode as fastdecode  # noqa: E402
 
 for quantize in ("none", "int4", "int4-hqq", "nf4-generate-path") if DEV == "cuda" else ("none",):
     if quantize == "nf4-generate-path":

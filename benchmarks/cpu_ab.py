@@ -13,7 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from medchat.config import GenerationSettings
-from medchat.engine.fastdecode import FastDecoder
+from medchat.models.fastdecode import FastDecoder
 
 MODEL = sys.argv[1]
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 64

@@ -63,7 +63,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from medchat.config import GenerationSettings
-from medchat.engine.fastdecode import FastDecoder, merge_adapter, stream_text
+from medchat.models.fastdecode import FastDecoder, merge_adapter, stream_text
 
 tok = AutoTokenizer.from_pretrained(MODEL)
 IDS = prompt_ids(tok)
@@ -163,7 +163,7 @@ if "fast-bf16" in WANT:
             fd.cuda_graphs = graphs
             fd._graphs.clear()
             if comp:
-                from medchat.engine import fastdecode as F
+                from medchat.models import fastdecode as F
 
                 fd._pre_c = torch.compile(F._pre_attention, fullgraph=True, dynamic=False)
                 fd._post_c = torch.compile(F._post_attention, fullgraph=True, dynamic=False)
@@ -194,7 +194,7 @@ if "fast-int4" in WANT and DEV == "cuda":
     for comp in (False, True) if "compile" in WANT else (False,):
         try:
             if comp:
-                from medchat.engine import fastdecode as F
+                from medchat.models import fastdecode as F
 
                 fd._pre_c = torch.compile(F._pre_attention, fullgraph=True, dynamic=False)
                 fd._post_c = torch.compile(F._post_attention, fullgraph=True, dynamic=False)

@@ -12,7 +12,7 @@ import time
 import torch
 from transformers import AutoModelForCausalLM
 
-import medchat.engine.fastdecode as fastdecode
+import medchat.models.fastdecode as fastdecode
 from medchat.config import GenerationSettings
 
 MODEL = sys.argv[1]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 from medchat.config import GenerationSettings
 from medchat.chatformat.messages import Message
@@ -23,6 +23,9 @@ from medchat.engine.events import (
 )
 from medchat.chatformat.think import ReasoningSplitter, think_text
 from medchat.errors import MedchatError, out_of_memory
+
+if TYPE_CHECKING:
+    from medchat.store.history import Conversation
 
 
 def stream_events(
@@ -291,3 +294,24 @@ def _merge_stats(old: GenerationStats | None, new: GenerationStats) -> Generatio
         reasoning_seconds=(old.reasoning_seconds or 0) + (new.reasoning_seconds or 0)
         if new.reasoning_seconds is not None else old.reasoning_seconds,
     )
+
+
+def turns_for_session(conversation: "Conversation") -> list[Turn]:
+    """Stored turns as engine `Turn`s, to continue a reopened conversation."""
+    from medchat.store.history import IN_PROGRESS
+
+    out = []
+    for t in conversation.turns:
+        finish = t.finish_reason if t.finish_reason in {"stop", "length", "length_in_reasoning", "cancelled"} else (
+            "cancelled" if t.finish_reason == IN_PROGRESS else "stop"
+        )
+        stats = GenerationStats(
+            prompt_tokens=t.prompt_tokens,
+            completion_tokens=t.completion_tokens,
+            reasoning_tokens=t.reasoning_tokens,
+            seconds=t.seconds,
+            reasoning_seconds=t.reasoning_seconds,
+            finish_reason=finish,  # type: ignore[arg-type]
+        )
+        out.append(Turn(user=t.user, reasoning=t.reasoning, answer=t.answer, stats=stats, error=t.error, created=t.created))
+    return out

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from medchat.config import GenerationSettings, Settings
-from medchat.finetune.data import Example, predicted_letter
+from medchat.chatformat.example import Example, predicted_letter
 
 Say = Callable[[str], None]
 

@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from medchat.chatformat.example import Example, predicted_letter
 from medchat.chatformat.think import CLOSE, OPEN, split_text
 from medchat.errors import DataError, UsageError
 
@@ -31,19 +32,6 @@ ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant"
                 "bot": "assistant", "model": "assistant", "system": "system"}
 _LETTERS = "ABCDEFGHIJ"
 _OPTION_LINE = re.compile(r"^\s*\(?([A-J])[.):]\s+(.+?)\s*$", re.M)
-_LEADING_LETTER = re.compile(r"^\s*(?:\*\*)?\(?([A-J])(?:[.):]|\s*$|\s+[-–—])")
-_ANSWER_IS = re.compile(r"answer\s+is\s*:?\s*\(?\**([A-J])\b", re.I)
-
-
-@dataclass(frozen=True)
-class Example:
-    """One training row, whatever file shape it came from."""
-
-    question: str
-    reasoning: str
-    answer: str
-    options: tuple[tuple[str, str], ...] = ()  # (letter, text) of a multiple-choice question
-    gold: str = ""  # the correct option letter, when known
 
 
 @dataclass(frozen=True)
@@ -450,18 +438,6 @@ def multiple_choice(row: Mapping[str, Any], ex: Example) -> tuple[tuple[tuple[st
     if not gold:
         gold = predicted_letter(ex.answer, tuple(options))
     return (tuple(options), gold) if gold else ((), "")
-
-
-def predicted_letter(answer: str, options: tuple[tuple[str, str], ...]) -> str:
-    """The option an answer picks: a leading letter, "answer is X", or the one option text it quotes."""
-    letters = {k for k, _ in options}
-    for pattern in (_LEADING_LETTER, _ANSWER_IS):
-        m = pattern.search(answer)
-        if m and m.group(1).upper() in letters:
-            return m.group(1).upper()
-    low = answer.lower()
-    quoted = [k for k, text in options if text.strip() and text.strip().lower() in low]
-    return quoted[0] if len(quoted) == 1 else ""
 
 
 # -------------------------------------------------------------------------------------------------

@@ -72,7 +72,6 @@ def load_hf_model(
     for_training: bool = False,
 ) -> tuple[Any, Any]:
     """(model, tokenizer) through transformers, safetensors only, no remote code."""
-    import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

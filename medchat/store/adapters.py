@@ -14,7 +14,6 @@ from typing import Any
 
 from medchat import paths
 from medchat.errors import AdapterError
-from medchat.store.manifest import FILENAME as MANIFEST
 from medchat.store.manifest import Manifest, read_manifest
 
 PEFT_CONFIG = "adapter_config.json"

@@ -209,7 +209,7 @@ class HistoryStore:
         )
 
 
-# -- conversions to and from the engine's turns ----------------------------------------------------
+# -- conversion from the engine's turns (the engine converts back: engine.session.turns_for_session) ----------------------------------------------------
 
 def stored_from_turn(turn: Any, *, model: str = "", adapter: str = "", finish_reason: str | None = None) -> StoredTurn:
     """A `medchat.engine.session.Turn` (finished or partial) as a row."""
@@ -229,28 +229,6 @@ def stored_from_turn(turn: Any, *, model: str = "", adapter: str = "", finish_re
         reasoning_seconds=stats.reasoning_seconds if stats else None,
         created=turn.created,
     )
-
-
-def turns_for_session(conversation: Conversation) -> list[Any]:
-    """Stored turns as engine `Turn`s, to continue a reopened conversation."""
-    from medchat.engine.events import GenerationStats
-    from medchat.engine.session import Turn
-
-    out = []
-    for t in conversation.turns:
-        finish = t.finish_reason if t.finish_reason in {"stop", "length", "length_in_reasoning", "cancelled"} else (
-            "cancelled" if t.finish_reason == IN_PROGRESS else "stop"
-        )
-        stats = GenerationStats(
-            prompt_tokens=t.prompt_tokens,
-            completion_tokens=t.completion_tokens,
-            reasoning_tokens=t.reasoning_tokens,
-            seconds=t.seconds,
-            reasoning_seconds=t.reasoning_seconds,
-            finish_reason=finish,  # type: ignore[arg-type]
-        )
-        out.append(Turn(user=t.user, reasoning=t.reasoning, answer=t.answer, stats=stats, error=t.error, created=t.created))
-    return out
 
 
 # -- exports ----------------------------------------------------------------------------------------

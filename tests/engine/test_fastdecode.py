@@ -1,4 +1,4 @@
-"""medchat's own decode loop (medchat.engine.fastdecode) on tiny random models, CPU, float32.
+"""medchat's own decode loop (medchat.models.fastdecode) on tiny random models, CPU, float32.
 
 The reference is transformers' generate(): greedy tokens must match exactly, for each supported
 architecture, with a LoRA adapter folded in, and with the KV cache reused across calls.
@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from medchat.config import GenerationSettings  # noqa: E402
-from medchat.engine.fastdecode import (  # noqa: E402
+from medchat.models.fastdecode import (  # noqa: E402
     FastDecoder,
     FastPathUnavailable,
     IncrementalDetokenizer,

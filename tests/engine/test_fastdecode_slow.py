@@ -61,7 +61,7 @@ def test_bitsandbytes_4bit_weights_are_dequantised_exactly(embedded_model_dir):
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    from medchat.engine.fastdecode import FastDecoder
+    from medchat.models.fastdecode import FastDecoder
 
     q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                            bnb_4bit_compute_dtype=torch.bfloat16)

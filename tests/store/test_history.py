@@ -9,8 +9,8 @@ import pytest
 
 from medchat import paths
 from medchat.engine.backends.fake import FakeBackend
-from medchat.engine.session import ChatSession
 from medchat.errors import MedchatError
+from medchat.engine.session import ChatSession, turns_for_session
 from medchat.store.history import (
     IN_PROGRESS,
     HistoryStore,
@@ -20,7 +20,6 @@ from medchat.store.history import (
     export_markdown,
     stored_from_turn,
     title_from,
-    turns_for_session,
 )
 
 

@@ -1,4 +1,4 @@
-"""A local model served through medchat's own decode loop (``medchat.engine.fastdecode``).
+"""A local model served through medchat's own decode loop (``medchat.models.fastdecode``).
 
 ``open_fast`` decides from the model's config (before any weights load) whether the fast path
 applies, loads the weights the way it needs them (16-bit, or a 4-bit checkpoint to dequantise),
@@ -44,7 +44,7 @@ def plan_fast(settings: Settings, resolved: ResolvedModel, device: str) -> tuple
                                             trust_remote_code=False)
     except Exception as exc:  # noqa: BLE001 - the slow path will report the real load error
         return None, f"config unreadable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-    from medchat.engine.fastdecode import SUPPORTED_TYPES
+    from medchat.models.fastdecode import SUPPORTED_TYPES
 
     if config.model_type not in SUPPORTED_TYPES:
         return None, f"model type {config.model_type} is not one of {', '.join(SUPPORTED_TYPES)}"
@@ -81,7 +81,7 @@ class FastBackend(HFBackend):
         cancel: threading.Event,
         continue_final: bool = False,
     ) -> Iterator[StreamItem]:
-        from medchat.engine.fastdecode import stream_text
+        from medchat.models.fastdecode import stream_text
 
         prompt = self.render(messages, continue_final)
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -143,7 +143,7 @@ def _free_gpu() -> None:
 def _build(resolved: ResolvedModel, settings: Settings, device: str, weights: str, adapter_path: Any,
            say: Say) -> tuple[Any, Any, BackendInfo, Any]:
     """(decoder, tokenizer, info, model husk): load, fold the adapter in, fuse/quantise."""
-    from medchat.engine.fastdecode import FastDecoder
+    from medchat.models.fastdecode import FastDecoder
 
     model, tokenizer = load_for_decoder(resolved, device=device, dtype=settings.dtype)
     if adapter_path is not None:
@@ -178,7 +178,7 @@ def open_fast(settings: Settings, resolved: ResolvedModel, device: str, adapter_
     except MedchatError:
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. an unexpected layout: fall back to generate
-        from medchat.engine.fastdecode import FastPathUnavailable
+        from medchat.models.fastdecode import FastPathUnavailable
 
         _free_gpu()
         if settings.decoder == "fast" and not isinstance(exc, FastPathUnavailable):

@@ -11,7 +11,7 @@ import queue
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from medchat.chatformat.messages import Message
 from medchat.chatformat.prompt import opens_in_reasoning, render_prompt
@@ -181,8 +181,9 @@ class HFBackend:
             return
         path = adapter_store.resolve_adapter(adapter)
         check_adapter_base(path, self.resolved)
+        key = _adapter_key(path)
         with self._lock:
-            self.model = attach_adapter(self.model, path, self.resolved, name=_adapter_key(path)).eval()
+            self.model = attach_adapter(self.model, path, self.resolved, name=key).eval()
             if self.info.backend == "unsloth":  # a new PEFT wrapper needs Unsloth's inference patch again
                 from unsloth import FastLanguageModel
 
