@@ -138,7 +138,7 @@ def medchat_run(args, extra: list[str]) -> dict:
     from transformers import AutoTokenizer, TrainerCallback
 
     from medchat import cli
-    from medchat.bench import make_rows
+    from medchat.bench.rows import make_rows
     from medchat.finetune import trainer as T
 
     home = Path(tempfile.mkdtemp(prefix="medchat-probe-"))

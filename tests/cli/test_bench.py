@@ -7,7 +7,9 @@ import statistics
 import subprocess
 import sys
 
-from medchat.bench import make_rows, print_table, ratios
+from medchat.bench.measure import ratios
+from medchat.bench.rows import make_rows
+from medchat.bench.table import print_table
 
 
 def test_ratios_compare_the_engine_with_each_reference():
