@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--token-delay", type=float, default=0.002, help="seconds per scripted token (fake)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
+    import medchat
 
     check = None
     with contextlib.ExitStack() as stack:
@@ -127,7 +128,11 @@ def main(argv: list[str] | None = None) -> int:
                 check = backend.expected
             else:
                 from medchat.config import load_settings
-                from medchat.engine.backends.local import open_local
+
+                try:
+                    from medchat.engine.backends import open_local
+                except ImportError:  # the package layout before the 2026-11 restructuring (before/after runs)
+                    from medchat.engine.backends.local import open_local
 
                 backend = open_local(load_settings({"model": "smollm2", "offline": True}), lambda m: print(m, file=sys.stderr))
             server = stack.enter_context(serve_in_thread(backend, config=ServerConfig()))
@@ -164,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         "ttft_min_s": round(min(ttfts), 4),
         "reply_p50_s": round(statistics.median(r.seconds for r in results), 4),
         "all_complete_and_uninterleaved": not bad,
+        "medchat": os.path.dirname(os.path.dirname(medchat.__file__)),  # which checkout was measured
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
                    f"python {platform.python_version()}",
     }

@@ -197,7 +197,7 @@ def serve(host: str, port: int, api_key: str | None, served_model_name: str, max
     Streamed deltas carry the reasoning in `reasoning_content` and the answer in `content` (like vLLM's
     deepseek_r1 reasoning parser). Requests take turns on the one loaded model. Ctrl+C stops.
     """
-    from medchat.serve import run_serve
+    from medchat.server.run import run_serve
 
     settings = settings_from(params, api_key=api_key)
     run_serve(settings, host=host, port=port, served_name=served_model_name, max_queue=max_queue,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from typing import Iterator
 
 from medchat.engine.backends.base import Backend
-from medchat.server.httpd import ChatServer, ServerConfig
+from medchat.server.run import ChatServer, make_server
+from medchat.server.service import ServerConfig
 
 
 @contextlib.contextmanager
@@ -19,11 +21,12 @@ def serve_in_thread(
 ) -> Iterator[ChatServer]:
     """Serve ``backend`` on ``host:port`` (0 = a free port) until the block ends; yields the server
     (``server.base_url`` is the URL clients use)."""
-    from medchat.serve import make_server
-
     server = make_server(backend, host, port, config)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, name="medchat-serve", daemon=True)
     thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
     try:
         yield server
     finally:

@@ -1,6 +1,7 @@
-"""The OpenAI chat-completions wire format: validate a request, build responses and error bodies.
+"""The OpenAI chat-completions wire format: validate a request (pydantic models), build responses and
+error bodies.
 
-Pure functions, no sockets, so every rule here is unit-testable. Field names follow the OpenAI API;
+No sockets, so every rule here is unit-testable. Field names follow the OpenAI API;
 reasoning travels in ``reasoning_content`` (the schema of vLLM's deepseek_r1 reasoning parser), mirrored
 in ``reasoning`` (the name newer vLLM releases use).
 """
@@ -12,7 +13,10 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Annotated, Any, Optional
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from medchat.config import GenerationSettings
 from medchat.chatformat.messages import Message
@@ -93,7 +97,9 @@ class ModelTable:
 
 
 # ---------------------------------------------------------------------------------------------
-# Request validation
+# Request validation: pydantic models in strict mode (no "100" -> 100, no true -> 1), so a wrong type
+# is refused instead of guessed. Unknown fields are ignored, as the OpenAI API and vLLM do. Rules
+# that need the server (which models it serves, the token limit) read the validation context.
 
 def _type_name(value: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
@@ -101,115 +107,239 @@ def _type_name(value: Any) -> str:
     )
 
 
-def _number(body: Mapping, key: str, lo: float, hi: float, *, lo_open: bool = False) -> float | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise bad(f"'{key}' must be a number, got {_type_name(value)}", key, "invalid_type")
-    if value != value or (value <= lo if lo_open else value < lo) or value > hi:
-        low = f"> {lo}" if lo_open else f">= {lo}"
-        raise bad(f"'{key}' must be {low} and <= {hi}, got {value}", key)
-    return float(value)
+def _fail(code: str, message: str, **values: Any) -> PydanticCustomError:
+    """A validation error with our code; user-given text travels in ``values`` ({name} in ``message``)."""
+    return PydanticCustomError(code, message, values)
 
 
-def _integer(body: Mapping, key: str, lo: int, hi: int) -> int | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise bad(f"'{key}' must be an integer, got {_type_name(value)}", key, "invalid_type")
-    if not lo <= value <= hi:
-        raise bad(f"'{key}' must be between {lo} and {hi}, got {value}", key)
+def _text(value: str) -> str:
+    """Text the model can read: a lone surrogate (valid JSON, not valid Unicode text) is refused."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _fail("invalid_value", "is not valid Unicode text (lone surrogate at position {at})", at=exc.start) from None
     return value
 
 
-def _flag(body: Mapping, key: str) -> bool | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, bool):
-        raise bad(f"'{key}' must be true or false, got {_type_name(value)}", key, "invalid_type")
-    return value
+def _integral(value: Any) -> Any:
+    """7.0 is the integer 7 (JSON has one number type); 7.5 stays a float and is refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def _content(value: Any, where: str, role: str) -> str:
-    if isinstance(value, str):
+Integer = Annotated[int, BeforeValidator(_integral)]
+Number = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class TextPart(_Strict):
+    """One element of an array ``content``: only text is supported."""
+
+    type: str
+    text: Optional[str] = Field(None, validate_default=True)
+
+    @field_validator("type")
+    @classmethod
+    def _only_text(cls, value: str) -> str:
+        if value != "text":
+            raise _fail("unsupported_content", "content type '{kind}' is not supported; send text", kind=value)
         return value
-    if value is None and role == "assistant":
-        return ""
-    if isinstance(value, list):
-        parts = []
-        for j, part in enumerate(value):
-            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                raise bad(f"{where}[{j}] must be an object with a 'type'", f"{where}[{j}]", "invalid_type")
-            if part["type"] != "text":
-                raise bad(
-                    f"{where}[{j}]: content type '{part['type']}' is not supported; send text",
-                    f"{where}[{j}].type",
-                    "unsupported_content",
-                )
-            if not isinstance(part.get("text"), str):
-                raise bad(f"{where}[{j}].text must be a string", f"{where}[{j}].text", "invalid_type")
-            parts.append(part["text"])
-        return "".join(parts)
-    raise bad(f"{where} must be a string or an array of text parts, got {_type_name(value)}", where, "invalid_type")
+
+    @field_validator("text")
+    @classmethod
+    def _has_text(cls, value: str | None) -> str:
+        if value is None:
+            raise _fail("invalid_type", "must be a string")
+        return _text(value)
 
 
-def _messages(value: Any) -> tuple[Message, ...]:
-    if value is None:
-        raise bad("'messages' is required", "messages", "missing_required_parameter")
-    if not isinstance(value, list):
-        raise bad(f"'messages' must be an array, got {_type_name(value)}", "messages", "invalid_type")
-    if not value:
-        raise bad("'messages' must contain at least one message", "messages", "empty_array")
-    out = []
-    for i, item in enumerate(value):
-        where = f"messages[{i}]"
-        if not isinstance(item, dict):
-            raise bad(f"{where} must be an object, got {_type_name(item)}", where, "invalid_type")
-        role = item.get("role")
-        if not isinstance(role, str):
-            raise bad(f"{where}.role must be a string", f"{where}.role", "invalid_type")
-        if role not in ROLES:
-            raise bad(
-                f"{where}.role '{role}' is not supported; use system, user or assistant",
-                f"{where}.role",
-                "invalid_role",
+class ChatMessage(_Strict):
+    role: Optional[str] = Field(None, validate_default=True)
+    content: Optional[list[TextPart]] = Field(None, validate_default=True)
+    # An assistant turn's earlier reasoning (reasoning_content) is never sent back to the model:
+    # like every other unknown field, it is ignored.
+
+    @field_validator("role")
+    @classmethod
+    def _known_role(cls, value: str | None) -> str:
+        if value is None:
+            raise _fail("invalid_type", "must be a string")
+        if value not in ROLES:
+            raise _fail("invalid_role", "'{role}' is not supported; use system, user or assistant", role=value)
+        return value
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _string_is_one_part(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [{"type": "text", "text": _text(value)}]
+        if value is None or isinstance(value, list):
+            return value
+        raise _fail("invalid_type", "must be a string or an array of text parts, got {got}", got=_type_name(value))
+
+    @field_validator("content")
+    @classmethod
+    def _null_only_for_assistant(cls, value: list[TextPart] | None, info: ValidationInfo) -> list[TextPart] | None:
+        if value is None and info.data.get("role", "assistant") != "assistant":
+            raise _fail("invalid_type", "must be a string or an array of text parts, got null")
+        return value
+
+    def to_message(self) -> Message:
+        return Message(ROLES[self.role or "user"], "".join(p.text or "" for p in self.content or ()))  # type: ignore[arg-type]
+
+
+class StreamOptions(_Strict):
+    include_usage: Optional[bool] = None
+
+
+class ChatCompletionBody(_Strict):
+    """The fields of ``POST /v1/chat/completions`` that medchat reads, in the order they are checked."""
+
+    model: Optional[str] = None
+    messages: Optional[list[ChatMessage]] = Field(None, validate_default=True)
+    n: Optional[Integer] = Field(None, ge=1, le=128)
+    tools: Any = None
+    logprobs: Optional[bool] = None
+    response_format: Any = None
+    stream: Optional[bool] = None
+    stream_options: Optional[StreamOptions] = None
+    continue_final_message: Optional[bool] = None
+    presence_penalty: Optional[Number] = Field(None, ge=-2.0, le=2.0)  # accepted for compatibility; not applied
+    frequency_penalty: Optional[Number] = Field(None, ge=-2.0, le=2.0)
+    temperature: Optional[Number] = Field(None, ge=0.0, le=2.0)
+    top_p: Optional[Number] = Field(None, gt=0.0, le=1.0)
+    top_k: Optional[Integer] = Field(None, ge=-1, le=1_000_000)  # vLLM's -1 and our 0 both mean "off"
+    repetition_penalty: Optional[Number] = Field(None, gt=0.0, le=10.0)
+    seed: Optional[Integer] = Field(None, ge=0, le=MAX_SEED)
+    max_tokens: Optional[Integer] = None
+    max_completion_tokens: Optional[Integer] = None
+    stop: Optional[list[str]] = Field(None, max_length=MAX_STOPS)
+
+    @field_validator("model")
+    @classmethod
+    def _served(cls, value: str | None, info: ValidationInfo) -> str | None:
+        models: ModelTable | None = (info.context or {}).get("models")
+        if value is None or models is None:
+            return value
+        _text(value)
+        if value not in models.ids:
+            raise _fail(
+                "model_not_found", "the model '{model}' does not exist; this server serves: {served}",
+                model=value, served=", ".join(models.ids),
             )
-        # An assistant turn's earlier reasoning (reasoning_content) is never sent back to the model.
-        out.append(Message(ROLES[role], _content(item.get("content"), f"{where}.content", role)))  # type: ignore[arg-type]
-    return tuple(out)
+        return value
+
+    @field_validator("messages")
+    @classmethod
+    def _some_messages(cls, value: list[ChatMessage] | None) -> list[ChatMessage]:
+        if value is None:
+            raise _fail("missing_required_parameter", "is required")
+        if not value:
+            raise _fail("empty_array", "must contain at least one message")
+        return value
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, value: int | None) -> int | None:
+        if value not in (None, 1):
+            raise _fail("invalid_value", "must be 1: only one choice per request is supported")
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _no_tools(cls, value: Any) -> Any:
+        if value:
+            raise _fail("unsupported_parameter", "are not supported by this server")
+        return value
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, value: bool | None) -> bool | None:
+        if value:
+            raise _fail("unsupported_parameter", "are not supported by this server")
+        return value
+
+    @field_validator("response_format")
+    @classmethod
+    def _text_format(cls, value: Any) -> Any:
+        if value is not None and (not isinstance(value, dict) or value.get("type") != "text"):
+            raise _fail("unsupported_parameter", 'must be {"type": "text"}: other formats are not supported')
+        return value
+
+    @field_validator("continue_final_message")
+    @classmethod
+    def _assistant_last(cls, value: bool | None, info: ValidationInfo) -> bool | None:
+        messages = info.data.get("messages")
+        if value and messages and messages[-1].role != "assistant":
+            raise _fail("invalid_value", "needs an assistant message last")
+        return value
+
+    @field_validator("max_tokens", "max_completion_tokens")
+    @classmethod
+    def _budget(cls, value: int | None, info: ValidationInfo) -> int | None:
+        limit = (info.context or {}).get("max_tokens_limit") or 2**63
+        if value is not None and not 1 <= value <= limit:
+            raise _fail("invalid_value", "must be between 1 and {limit}, got {got}", limit=limit, got=value)
+        return value
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop_is_a_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("stop")
+    @classmethod
+    def _non_empty_stops(cls, value: list[str] | None) -> list[str] | None:
+        if value and any(not s for s in value):
+            raise _fail("invalid_value", "strings must not be empty")
+        return [_text(s) for s in value] if value else value
 
 
-def _stops(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
-        raise bad("'stop' must be a string or an array of strings", "stop", "invalid_type")
-    if len(items) > MAX_STOPS:
-        raise bad(f"'stop' may hold at most {MAX_STOPS} strings, got {len(items)}", "stop")
-    if any(not s for s in items):
-        raise bad("'stop' strings must not be empty", "stop")
-    return tuple(items)
+_EXPECTED = {
+    "string_type": "a string", "int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
+    "list_type": "an array", "model_type": "an object", "model_attributes_type": "an object", "dict_type": "an object",
+}
+_BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
 
 
-def _unsupported(body: Mapping) -> None:
-    """Reject features medchat cannot honour, instead of silently answering something else."""
-    n = _integer(body, "n", 1, 128)
-    if n not in (None, 1):
-        raise bad("only n=1 is supported", "n")
-    if body.get("tools"):
-        raise bad("tools are not supported by this server", "tools", "unsupported_parameter")
-    if _flag(body, "logprobs"):
-        raise bad("logprobs are not supported by this server", "logprobs", "unsupported_parameter")
-    fmt = body.get("response_format")
-    if fmt is not None:
-        if not isinstance(fmt, dict) or fmt.get("type") != "text":
-            raise bad("only response_format {\"type\": \"text\"} is supported", "response_format", "unsupported_parameter")
+def _param(loc: tuple[Any, ...]) -> str | None:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or None
+
+
+def api_error(exc: ValidationError) -> ApiError:
+    """The first validation error, as the 4xx the client gets, naming the field."""
+    err = exc.errors(include_url=False)[0]
+    kind, loc = err["type"], tuple(err["loc"])
+    param = _param(loc)
+    where = "request body" if not loc else (f"'{param}'" if len(loc) == 1 else param)
+    ctx = err.get("ctx") or {}
+    if kind == "model_not_found":
+        return ApiError(404, err["msg"], param=param, code=kind)
+    if kind in _EXPECTED:
+        message, code = f"must be {_EXPECTED[kind]}, got {_type_name(err.get('input'))}", "invalid_type"
+    elif kind in _BOUNDS:
+        bound = next(iter(ctx.values()), "?")
+        message, code = f"must be {_BOUNDS[kind]} {bound}, got {err.get('input')!r}", "invalid_value"
+    elif kind == "finite_number":
+        message, code = "must be a finite number", "invalid_value"
+    elif kind == "too_long":
+        message, code = f"may hold at most {ctx.get('max_length')} items, got {ctx.get('actual_length')}", "invalid_value"
+    elif kind == "missing":
+        message, code = "is required", "missing_required_parameter"
+    elif kind in CODES:
+        message, code = err["msg"], kind
+    else:  # a pydantic rule without a code of ours
+        message, code = err["msg"][:1].lower() + err["msg"][1:], "invalid_value"
+    return bad(f"{where} {message}", param, code)
+
+
+CODES = {"invalid_type", "invalid_value", "invalid_role", "unsupported_content", "unsupported_parameter",
+         "missing_required_parameter", "empty_array"}
 
 
 def parse_chat_request(
@@ -220,64 +350,42 @@ def parse_chat_request(
 ) -> ChatRequest:
     """Validate a request body; raises ApiError (4xx) naming the first bad field."""
     try:
-        body = json.loads(raw)
+        payload = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise bad(f"request body is not valid JSON: {exc}", None, "invalid_json") from None
-    if not isinstance(body, dict):
-        raise bad(f"request body must be a JSON object, got {_type_name(body)}", None, "invalid_type")
-
-    model = body.get("model", models.default)
-    if model is None:
-        model = models.default
-    if not isinstance(model, str):
-        raise bad(f"'model' must be a string, got {_type_name(model)}", "model", "invalid_type")
-    if model not in models.ids:
-        raise ApiError(
-            404,
-            f"the model '{model}' does not exist; this server serves: {', '.join(models.ids)}",
-            param="model",
-            code="model_not_found",
+    except RecursionError:
+        raise bad("request body is not valid JSON: nested too deeply", None, "invalid_json") from None
+    try:
+        body = ChatCompletionBody.model_validate(
+            payload, context={"models": models, "max_tokens_limit": max_tokens_limit}
         )
-    messages = _messages(body.get("messages"))
-    _unsupported(body)
-    stream = bool(_flag(body, "stream"))
-    options = body.get("stream_options")
-    if options is not None and not isinstance(options, dict):
-        raise bad("'stream_options' must be an object", "stream_options", "invalid_type")
-    include_usage = bool(_flag(options or {}, "include_usage"))
-    continue_final = bool(_flag(body, "continue_final_message"))
-    if continue_final and messages[-1].role != "assistant":
-        raise bad("continue_final_message needs an assistant message last", "continue_final_message")
+    except ValidationError as exc:
+        raise api_error(exc) from None
+    except RecursionError:
+        raise bad("request body is nested too deeply", None, "invalid_value") from None
 
-    for key in ("presence_penalty", "frequency_penalty"):  # accepted for compatibility; not applied
-        _number(body, key, -2.0, 2.0)
     changes: dict[str, Any] = {}
-    if (t := _number(body, "temperature", 0.0, 2.0)) is not None:
-        changes["temperature"] = t
-    if (p := _number(body, "top_p", 0.0, 1.0, lo_open=True)) is not None:
-        changes["top_p"] = p
-    if (k := _integer(body, "top_k", -1, 1_000_000)) is not None:
-        changes["top_k"] = max(k, 0)  # vLLM's -1 and our 0 both mean "off"
-    if (r := _number(body, "repetition_penalty", 0.0, 10.0, lo_open=True)) is not None:
-        changes["repetition_penalty"] = r
-    if (seed := _integer(body, "seed", -(2**63), MAX_SEED)) is not None:
-        if seed < 0:
-            raise bad(f"'seed' must be >= 0, got {seed}", "seed")
-        changes["seed"] = seed
-    key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-    if (m := _integer(body, key, -(2**63), 2**63)) is not None:
-        if not 1 <= m <= max_tokens_limit:
-            raise bad(f"'{key}' must be between 1 and {max_tokens_limit}, got {m}", key)
-        changes["max_new_tokens"] = m
-    generation = dataclasses.replace(defaults, **changes)
+    if body.temperature is not None:
+        changes["temperature"] = body.temperature
+    if body.top_p is not None:
+        changes["top_p"] = body.top_p
+    if body.top_k is not None:
+        changes["top_k"] = max(body.top_k, 0)
+    if body.repetition_penalty is not None:
+        changes["repetition_penalty"] = body.repetition_penalty
+    if body.seed is not None:
+        changes["seed"] = body.seed
+    budget = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    if budget is not None:
+        changes["max_new_tokens"] = budget
     return ChatRequest(
-        model=model,
-        messages=messages,
-        generation=generation,
-        stream=stream,
-        include_usage=include_usage,
-        stop=_stops(body.get("stop")),
-        continue_final=continue_final,
+        model=body.model if body.model is not None else models.default,
+        messages=tuple(m.to_message() for m in body.messages or ()),
+        generation=dataclasses.replace(defaults, **changes),
+        stream=bool(body.stream),
+        include_usage=bool(body.stream_options and body.stream_options.include_usage),
+        stop=tuple(body.stop or ()),
+        continue_final=bool(body.continue_final_message),
         max_tokens_given="max_new_tokens" in changes,
     )
 

@@ -1,25 +1,25 @@
 """A backend that chats with any OpenAI-compatible server (vLLM, llama.cpp, `medchat serve`, ...).
 
-Standard library only. Reasoning arrives either pre-split (``reasoning_content`` or ``reasoning``
-deltas: vLLM's reasoning parsers, `medchat serve`) or inline as ``<think>`` tags in ``content``,
-which the engine's splitter separates like local output.
+HTTP through httpx (imported on first use, so `medchat --help` never loads it). Reasoning arrives
+either pre-split (``reasoning_content`` or ``reasoning`` deltas: vLLM's reasoning parsers, `medchat
+serve`) or inline as ``<think>`` tags in ``content``, which the engine's splitter separates like
+local output.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import ssl
 import threading
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 from urllib.parse import urlsplit
 
+from medchat.chatformat.messages import Message
 from medchat.config import GenerationSettings
 from medchat.engine.backends.base import (
     BackendInfo,
     Finished,
-    Message,
     PromptReady,
     RawText,
     StreamItem,
@@ -27,8 +27,12 @@ from medchat.engine.backends.base import (
 from medchat.engine.events import ReasoningDelta
 from medchat.errors import AdapterError, BackendError, UsageError
 
+if TYPE_CHECKING:
+    import httpx
+
 CONNECT_TIMEOUT = 5.0  # fail fast when nothing listens
 READ_TIMEOUT = 600.0  # a big model may think a long time before its first token
+MAX_ERROR_BODY = 65536  # bytes of an error answer read for its message
 
 
 class EndpointBackend:
@@ -48,14 +52,10 @@ class EndpointBackend:
         read_timeout: float = READ_TIMEOUT,
     ) -> None:
         self.base_url = normalize_base_url(base_url)
-        parts = urlsplit(self.base_url)
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname or ""
-        self._port = parts.port or (443 if self._https else 80)
-        self._path = parts.path.rstrip("/")
         self.api_key = api_key
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self._client: httpx.Client | None = None
         listing = self.list_models()
         self.served = [m.get("id", "") for m in listing if isinstance(m, dict)]
         if model in ("", "auto"):
@@ -72,60 +72,68 @@ class EndpointBackend:
         self.info = BackendInfo(
             backend="endpoint",
             model=model,
-            device=parts.netloc,
+            device=urlsplit(self.base_url).netloc,
             context_length=context if isinstance(context, int) else 0,
         )
 
     # -- HTTP -----------------------------------------------------------------------------------
-    def _connection(self) -> http.client.HTTPConnection:
-        if self._https:
-            return http.client.HTTPSConnection(
-                self._host, self._port, timeout=self.connect_timeout, context=ssl.create_default_context()
+    def _http(self) -> httpx.Client:
+        """One client per backend: its connection pool keeps the connection between requests."""
+        if self._client is None:
+            import httpx
+
+            headers = {"Accept": "application/json, text/event-stream"}
+            if self.api_key:
+                headers["Authorization"] = f"Bearer {self.api_key}"
+            self._client = httpx.Client(
+                headers=headers,
+                timeout=httpx.Timeout(self.read_timeout, connect=self.connect_timeout),
+                verify=ssl.create_default_context(),  # the system's certificates, as browsers use
+                trust_env=False,  # connect directly, as before: a proxy variable must not capture localhost
             )
-        return http.client.HTTPConnection(self._host, self._port, timeout=self.connect_timeout)
+        return self._client
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        return headers
+    def _send(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+        """Send a request; return the (unread, streaming) response for a 2xx, else raise BackendError."""
+        import httpx
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None = None):
-        """Send a request; return (connection, response) for a 2xx, else raise BackendError."""
-        conn = self._connection()
-        data = json.dumps(body).encode() if body is not None else None
+        client = self._http()
         try:
-            conn.connect()
-            conn.sock.settimeout(self.read_timeout)
-            conn.request(method, self._path + path, body=data, headers=self._headers())
-            response = conn.getresponse()
-        except (socket.timeout, TimeoutError):
-            conn.close()
+            # json.dumps escapes non-ASCII, so even a lone surrogate in pasted text encodes.
+            data = json.dumps(body).encode() if body is not None else None
+            headers = {"Content-Type": "application/json"} if data is not None else None
+            request = client.build_request(method, self.base_url + path, content=data, headers=headers)
+            response = client.send(request, stream=True)
+        except httpx.TimeoutException:
             raise BackendError(f"cannot reach {self.base_url}: timed out") from None
-        except ConnectionRefusedError:
-            conn.close()
-            raise BackendError(f"cannot reach {self.base_url}: connection refused (is the server running?)") from None
-        except ssl.SSLError as exc:
-            conn.close()
-            raise BackendError(f"cannot reach {self.base_url}: TLS error: {exc.reason or exc}") from None
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-            raise BackendError(f"cannot reach {self.base_url}: {reason}") from None
-        if response.status >= 300:
-            raw = response.read(65536)
-            conn.close()
-            raise BackendError(http_error(self.base_url, response.status, raw))
-        return conn, response
+        except httpx.InvalidURL as exc:
+            raise UsageError(f"endpoint {self.base_url!r} is not a valid URL: {exc}") from None
+        except httpx.TransportError as exc:
+            raise BackendError(f"cannot reach {self.base_url}: {_reason(exc)}") from None
+        if response.status_code >= 300:
+            try:
+                raw = b""
+                for piece in response.iter_raw():
+                    raw += piece
+                    if len(raw) >= MAX_ERROR_BODY:
+                        break
+            except httpx.HTTPError:
+                pass
+            finally:
+                response.close()
+            raise BackendError(http_error(self.base_url, response.status_code, raw[:MAX_ERROR_BODY]))
+        return response
 
     def list_models(self) -> list[dict[str, Any]]:
-        conn, response = self._request("GET", "/models")
+        import httpx
+
+        response = self._send("GET", "/models")
         try:
             payload = json.loads(response.read())
-        except ValueError:
+        except (ValueError, httpx.HTTPError):
             raise BackendError(f"{self.base_url}/models did not answer JSON: is this an OpenAI-compatible API?") from None
         finally:
-            conn.close()
+            response.close()
         data = payload.get("data") if isinstance(payload, dict) else None
         return data if isinstance(data, list) else []
 
@@ -161,16 +169,19 @@ class EndpointBackend:
         cancel: threading.Event,
         continue_final: bool = False,
     ) -> Iterator[StreamItem]:
-        conn, response = self._request("POST", "/chat/completions", self.request_body(messages, settings, continue_final))
+        import httpx
+
+        response = self._send("POST", "/chat/completions", self.request_body(messages, settings, continue_final))
         done = threading.Event()
+        sock = _socket_of(response)
 
         def close_on_cancel() -> None:
             # The reader may be blocked waiting for the next token: shutting the socket wakes it.
             while not done.wait(0.1):
                 if cancel.is_set():
                     try:
-                        if conn.sock is not None:
-                            conn.sock.shutdown(socket.SHUT_RDWR)
+                        if sock is not None:
+                            sock.shutdown(socket.SHUT_RDWR)
                     except OSError:
                         pass
                     return
@@ -181,10 +192,10 @@ class EndpointBackend:
         reason = "stop"
         usage: dict[str, Any] = {}
         try:
-            streamed = "json" not in (response.getheader("Content-Type") or "")
+            streamed = "json" not in response.headers.get("content-type", "")
             # A server that ignores stream=true answers with one JSON completion instead.
             ended: list[bool] = [] if streamed else [True]  # [DONE] or a finish_reason: the reply is whole
-            payloads = sse_payloads(response, ended) if streamed else [as_chunk(json.loads(response.read()))]
+            payloads = sse_payloads(response.iter_lines(), ended) if streamed else [as_chunk(json.loads(response.read()))]
             for payload in payloads:
                 if cancel.is_set():
                     break
@@ -209,12 +220,12 @@ class EndpointBackend:
                         reason = "length" if choice["finish_reason"] == "length" else "stop"
             if not ended and not cancel.is_set():  # the connection dropped mid-reply (server died)
                 raise BackendError(f"{self.base_url} closed the stream before the reply was finished")
-        except (OSError, http.client.HTTPException, ValueError) as exc:
+        except (OSError, httpx.HTTPError, ValueError) as exc:
             if not cancel.is_set():
-                raise BackendError(f"{self.base_url} closed the stream: {exc or type(exc).__name__}") from None
+                raise BackendError(f"{self.base_url} closed the stream: {_reason(exc)}") from None
         finally:
             done.set()
-            conn.close()
+            response.close()
         if cancel.is_set():
             yield Finished(produced, "cancelled")
             return
@@ -244,7 +255,9 @@ class EndpointBackend:
         self.info = BackendInfo(**{**self.info.__dict__, "model": self.base_model, "adapter": adapter or ""})
 
     def close(self) -> None:
-        pass
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
 
 def normalize_base_url(url: str) -> str:
@@ -299,16 +312,13 @@ def as_chunk(completion: Any) -> dict[str, Any]:
     return {"choices": choices, "usage": completion.get("usage"), "error": completion.get("error")}
 
 
-def sse_payloads(response: http.client.HTTPResponse, done: list[bool] | None = None) -> Iterator[dict[str, Any]]:
-    """The JSON objects of a server-sent event stream, up to ``data: [DONE]`` (which appends True to ``done``)."""
+def sse_payloads(lines: Iterable[str], done: list[bool] | None = None) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a server-sent event stream (its lines, as httpx's ``iter_lines`` gives
+    them), up to ``data: [DONE]`` (which appends True to ``done``)."""
     data: list[str] = []
-    while True:
-        line = response.readline()
-        if not line:
-            break
-        text = line.decode("utf-8").rstrip("\r\n")
+    for text in lines:
         if text.startswith("data:"):
-            data.append(text[5:].lstrip(" "))
+            data.append(text[5:].removeprefix(" "))
             continue
         if text or not data:
             continue  # comments (": ping"), event names, ids
@@ -324,3 +334,27 @@ def sse_payloads(response: http.client.HTTPResponse, done: list[bool] | None = N
         payload = json.loads(joined)
         if isinstance(payload, dict):
             yield payload
+
+
+def _socket_of(response: httpx.Response) -> socket.socket | None:
+    """The TCP socket under a streaming response (httpcore's ``network_stream`` extension)."""
+    stream = response.extensions.get("network_stream")
+    try:
+        sock = stream.get_extra_info("socket") if stream is not None else None
+    except Exception:  # noqa: BLE001 - another transport: cancel then waits for the next token
+        return None
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a request failed, in a few words: the OS's reason under httpx's wrappers when there is one."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused (is the server running?)"
+        if isinstance(seen, ssl.SSLError):
+            return f"TLS error: {seen.reason or seen}"
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    return str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -22,7 +22,7 @@ from medchat.errors import AdapterError, BackendError, UsageError
 from medchat.server import ServerConfig
 from medchat.server.background import serve_in_thread
 
-sys.path.insert(0, str(Path(__file__).parent / "serve"))
+sys.path.insert(0, str(Path(__file__).parent.parent / "server"))
 from serve_fakes import ANSWER, REASONING, EchoBackend, RepeatingFakeBackend  # noqa: E402
 
 HI = [Message("user", "hi")]
