@@ -63,7 +63,8 @@ def test_a_client_that_disconnects_mid_stream_cancels_its_generation():
     with serve_in_thread(backend) as server:
         conn, resp = open_stream(server, "long")
         assert resp.status == 200
-        assert resp.readline().startswith(b"")  # some data has arrived
+        first = resp.readline()  # the first SSE event: the reply has started streaming
+        assert first.startswith(b"data: {") and json.loads(first[6:])["choices"][0]["delta"]["role"] == "assistant"
         conn.sock.close()  # the client goes away
         conn.close()
         assert wait_for(lambda: backend.cancels and backend.cancels[0].is_set())
