@@ -8,13 +8,12 @@ the answer right. (ROUGE against the reference barely moves after such fine-tune
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from medchat.config import GenerationSettings, Settings
 from medchat.chatformat.example import Example, predicted_letter
+from medchat.config import GenerationSettings, Settings
 
 Say = Callable[[str], None]
 
@@ -135,29 +134,3 @@ def evaluate_adapter(settings: Settings, adapter_dir: Path, examples: Sequence[E
     finally:
         backend.close()
 
-
-def print_report(report: dict[str, Any], out=None) -> None:
-    out = out or sys.stdout
-    summary = report.get("summary", {})
-    base, tuned = summary.get("base", {}), summary.get("adapter", {})
-
-    def fmt(value: Any, pct: bool = False) -> str:
-        if value is None:
-            return "–"
-        return f"{100 * value:.0f}%" if pct else str(value)
-
-    rows = [
-        ("held-out rows", fmt(base.get("rows")), fmt(tuned.get("rows"))),
-        ("closes </think> then answers", fmt(base.get("share_closed"), True), fmt(tuned.get("share_closed"), True)),
-        ("reasoning tokens (mean)", fmt(base.get("reasoning_tokens_mean")), fmt(tuned.get("reasoning_tokens_mean"))),
-        ("answer tokens (mean)", fmt(base.get("answer_tokens_mean")), fmt(tuned.get("answer_tokens_mean"))),
-        ("hit the token limit", fmt(base.get("hit_token_limit")), fmt(tuned.get("hit_token_limit"))),
-        ("multiple-choice rows", fmt(base.get("mc_rows")), fmt(tuned.get("mc_rows"))),
-        ("multiple-choice accuracy", fmt(base.get("accuracy"), True), fmt(tuned.get("accuracy"), True)),
-    ]
-    print(f"report card ({report.get('decoding', 'greedy')}, {report.get('max_new_tokens')} new tokens, "
-          f"prompt style {report.get('prompt_style')}, {report.get('created', '')})", file=out)
-    width = max(len(r[0]) for r in rows)
-    print(f"  {'':<{width}}  {'base':>8}  {'adapter':>8}", file=out)
-    for label, b, a in rows:
-        print(f"  {label:<{width}}  {b:>8}  {a:>8}", file=out)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import io
 
+from medchat.cli.reports import print_report
 from medchat.config import Settings
 from medchat.engine.backends.fake import FakeBackend
+from medchat.evaluation.report_card import Reply, closed_and_answered, evaluate_backend
 from medchat.finetune.data import Example
-from medchat.evaluation.report_card import closed_and_answered, evaluate_backend, print_report, Reply
 
 MC = Example("Which drug reverses benzodiazepines?\nA. Naloxone\nB. Flumazenil", "r", "B. Flumazenil",
              options=(("A", "Naloxone"), ("B", "Flumazenil")), gold="B")

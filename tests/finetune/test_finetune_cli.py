@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from medchat.cli.main import main
 from medchat.cli.finetune import flags_from
+from medchat.cli.main import main
 
 DATA = "tests/finetune/data"
 

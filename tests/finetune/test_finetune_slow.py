@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from medchat.store import adapters
 from medchat.cli.main import main
-from medchat.finetune import trainer
+from medchat.finetune import plan, train
+from medchat.store import adapters
 
 QUESTION = "A 58-year-old man has crushing central chest pain radiating to the left arm. What is the diagnosis?"
 
@@ -43,7 +43,7 @@ def test_finetune_creates_an_adapter_that_ask_loads_and_that_changes_output(embe
     assert {"torch", "transformers", "peft", "trl"} <= set(manifest["versions"])
     assert manifest["losses"]["final_train"] is not None
     assert (folder / "report.json").is_file() and "adapter" in manifest["eval"]
-    assert adapters.stale_temporaries() == [] and not (trainer.runs_dir() / "smoke").exists()
+    assert adapters.stale_temporaries() == [] and not (plan.runs_dir() / "smoke").exists()
 
     base = json.loads(ask(capsys))
     tuned = json.loads(ask(capsys, "--adapter", "smoke"))
@@ -52,27 +52,42 @@ def test_finetune_creates_an_adapter_that_ask_loads_and_that_changes_output(embe
 
 @pytest.mark.slow
 def test_stop_saves_a_checkpoint_and_resume_finishes_the_run_and_merges(embedded_model, monkeypatch, capsys):
-    real_enter = trainer.StopFlag.__enter__
+    real_enter = train.StopFlag.__enter__
 
     def stop_at_once(self):  # as if Ctrl+C arrived during the first step
         real_enter(self)
         self.requested = True
         return self
 
-    monkeypatch.setattr(trainer.StopFlag, "__enter__", stop_at_once)
+    monkeypatch.setattr(train.StopFlag, "__enter__", stop_at_once)
     with pytest.raises(SystemExit) as stopped:
         main(["finetune", "--model", "smollm2", "--dataset", "sample", "--samples", "8", "--max-steps", "2",
               "--eval-rows", "0", "--merge", "--name", "resumable"])
     assert stopped.value.code == 130
     err = capsys.readouterr().err
     assert "medchat finetune --resume resumable" in err
-    assert trainer.last_checkpoint(trainer.runs_dir() / "resumable").name == "checkpoint-1"
+    assert train.last_checkpoint(plan.runs_dir() / "resumable").name == "checkpoint-1"
     assert adapters.list_adapters() == []  # nothing half-made in the store
 
-    monkeypatch.setattr(trainer.StopFlag, "__enter__", real_enter)
+    monkeypatch.setattr(train.StopFlag, "__enter__", real_enter)
     main(["finetune", "--resume", "resumable"])
     manifest = json.loads((adapters.store_dir() / "resumable" / "medchat.json").read_text())
     assert manifest["training"]["steps"] == 2
     merged = adapters.store_dir() / "resumable" / "merged"
     assert (merged / "config.json").is_file() and (merged / "model.safetensors").is_file()
-    assert not (trainer.runs_dir() / "resumable").exists()
+    assert not (plan.runs_dir() / "resumable").exists()
+
+
+@pytest.mark.slow
+def test_a_run_shorter_than_logging_steps_records_and_prints_its_last_loss(embedded_model, capsys):
+    main(["finetune", "--model", "smollm2", "--dataset", "sample", "--samples", "8", "--max-steps", "2",
+          "--logging-steps", "10", "--eval-rows", "0", "--name", "short"])
+    out, err = capsys.readouterr()
+    losses = json.loads((adapters.store_dir() / "short" / "medchat.json").read_text())["losses"]
+    assert losses["first_train"] is not None and losses["final_train"] is not None
+    assert losses["history"][-1][0] == 2
+    assert f"loss {losses['first_train']} → {losses['final_train']}" in out and "None" not in out
+    # Not a terminal: one plain progress line (the last step logs), no control codes.
+    progress = [line for line in err.splitlines() if line.startswith("step ")]
+    assert len(progress) == 1 and progress[0].startswith("step 2/2 loss ") and "tok/s" in progress[0]
+    assert "\x1b" not in progress[0] and "\r" not in progress[0]

@@ -1,0 +1,158 @@
+"""`medchat finetune` as explicit phases: plan → load → data → train → save → report card.
+
+* plan (plan.py): everything that can fail without a model (data, rows, name, hub token, logging backend).
+* load (load.py): the base model and its LoRA layers, through Unsloth on CUDA (when installed) or
+  transformers + peft.
+* data (rows.py): format rows exactly as chat renders prompts, check one row both ways, tokenize.
+* train (train.py, progress.py): TRL SFTTrainer, live progress on stderr, checkpoints every N steps,
+  Ctrl+C stops after the current step and saves a resumable checkpoint.
+* save (save.py): adapter + manifest into a temporary folder of the store, merge and report card, then
+  one rename; push to the hub last.
+
+This module returns data (the typed Manifest); the command prints it. Heavy libraries are imported
+inside the phases; on CUDA, Unsloth is imported before transformers/TRL.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from medchat.config import Settings
+from medchat.errors import DataError, Interrupted, MedchatError
+from medchat.finetune import data as D
+from medchat.finetune.plan import Plan, Say, check_disk, make_plan, resolve
+from medchat.store import adapters as store
+from medchat.store.manifest import Manifest, write_manifest
+
+
+@dataclass
+class Trained:
+    path: Path  # the stored adapter's folder
+    manifest: Manifest
+
+
+@dataclass
+class DryRun:
+    """What a run would train on, with one row rendered both ways (nothing trained)."""
+
+    source: str  # the data set, described
+    shape: str
+    rows_total: int
+    rows_train: int
+    rows_eval: int
+    model: str
+    style: str
+    lengths: dict[str, Any]
+    check: dict[str, Any]  # prompt, completion and their token counts
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def prepare(settings: Settings, *, name: str = "", recipe: str = "", resume: str = "", say: Say) -> Plan:
+    """The plan phase, also for `--resume NAME` (its recorded settings and rows)."""
+    state: dict[str, Any] = {}
+    if resume:
+        from medchat.finetune.save import load_run_state
+
+        settings, recipe, state = load_run_state(resume)
+        name = resume
+    plan = make_plan(settings, name="" if resume else name, recipe=recipe, say=say)
+    if resume:
+        plan.name, plan.resume = resume, True
+        if state.get("dataset_revision") != plan.dataset.source.revision:
+            raise DataError(f"the data set of run '{resume}' changed since it started; its recorded rows no longer apply")
+        # The recorded rows, not a fresh selection: no held-out row can leak into training.
+        plan.selection = D.Selection(tuple(state["train_indices"]), tuple(state["eval_indices"]))
+    resolve(plan, say)
+    return plan
+
+
+def dry_run(settings: Settings, *, name: str = "", recipe: str = "", resume: str = "",
+            say: Say | None = None) -> DryRun:
+    """Validate and format everything, measure lengths and render one example; load no weights."""
+    from medchat.finetune.load import load_tokenizer
+    from medchat.finetune.rows import build_rows
+
+    say = say or _stderr
+    plan = prepare(settings, name=name, recipe=recipe, resume=resume, say=say)
+    built = build_rows(plan, load_tokenizer(plan), say)
+    return DryRun(plan.dataset.source.describe(), plan.dataset.shape, len(plan.dataset.examples),
+                  len(plan.selection.train), len(plan.selection.eval), plan.resolved.name, plan.style,
+                  built.lengths, built.check)
+
+
+def run_finetune(settings: Settings, *, name: str = "", recipe: str = "", resume: str = "",
+                 say: Say | None = None) -> Trained:
+    """The whole command: train, store the adapter with its manifest and report card, push."""
+    from medchat.finetune.load import load_model
+    from medchat.finetune.rows import build_rows, describe_lengths
+    from medchat.finetune.save import build_manifest, model_revision, push, release_memory, save_merged, save_run_state
+    from medchat.finetune.train import train
+
+    say = say or _stderr
+    started = time.time()
+    plan = prepare(settings, name=name, recipe=recipe, resume=resume, say=say)
+    check_disk(plan)
+    model, tokenizer = load_model(plan, say)
+    built = build_rows(plan, tokenizer, say)
+    say(describe_lengths(built.lengths))
+    save_run_state(plan)
+    say(f"training {plan.name}: {len(built.rows)} rows, "
+        f"{plan.ft.max_steps or plan.ft.epochs} {'steps' if plan.ft.max_steps else 'epochs'} (Ctrl+C stops and saves)")
+    trainer, result = train(plan, model, tokenizer, built, say)
+    if result.interrupted:
+        raise Interrupted(f"stopped at step {result.steps}; checkpoint saved in {plan.run_dir}. "
+                          f"Continue with: medchat finetune --resume {plan.name}")
+    tmp = store.begin_save(plan.name)
+    try:
+        model.save_pretrained(str(tmp))
+        manifest = build_manifest(plan, tokenizer, built, result, started, model_revision(plan.resolved.source))
+        write_manifest(tmp, manifest)
+        del trainer, model  # merging and the report card load the base afresh, as chat will
+        release_memory()
+        # The adapter is complete now: a failing (or interrupted) merge or report card is reported
+        # and the adapter is still stored.
+        if plan.ft.merge:
+            optional_step(manifest, "merge", lambda: save_merged(plan, tmp, tmp / "merged", say), say,
+                          f"medchat export --adapter {plan.name} --merged DIR")
+        if plan.selection.eval:
+            optional_step(manifest, "report card", lambda: report_card(plan, tmp, manifest, say), say,
+                          f"medchat eval --adapter {plan.name}")
+        write_manifest(tmp, manifest)
+        final = store.commit_save(tmp, plan.name)
+    except BaseException:
+        store.abort_save(tmp)
+        raise
+    shutil.rmtree(plan.run_dir, ignore_errors=True)
+    if plan.ft.push_to_hub:
+        try:
+            manifest.pushed_to = push(plan, final, say)
+        except Exception as exc:  # noqa: BLE001 - hub errors come in many types
+            raise MedchatError(f"adapter {plan.name} is saved, but pushing to {plan.ft.push_to_hub} failed: "
+                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        write_manifest(final, manifest)
+    return Trained(final, manifest)
+
+
+def report_card(plan: Plan, adapter_dir: Path, manifest: Manifest, say: Say) -> None:
+    from medchat.evaluation.report_card import evaluate_adapter
+
+    report = evaluate_adapter(plan.settings, adapter_dir, plan.eval_examples(), plan.style, say)
+    store.write_report(adapter_dir, report)
+    manifest.eval = report["summary"]
+
+
+def optional_step(manifest: Manifest, what: str, step: Callable[[], None], say: Say, later: str) -> None:
+    try:
+        step()
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        say(f"{what} failed ({why}); the adapter is kept — run `{later}` later")
+        manifest.notes.append(f"{what} failed: {why}")
