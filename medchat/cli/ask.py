@@ -5,19 +5,52 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import TYPE_CHECKING, Callable
 
-from medchat.config import Settings
-from medchat.engine.backends import open_backend
-from medchat.chatformat.messages import Message
-from medchat.engine.events import AnswerDelta, GenerationDone, GenerationFailed, ReasoningDelta
-from medchat.engine.session import stream_events
+import click
+
+from medchat.cli.options import generation_options, model_options, offline_option, settings_from
 from medchat.errors import BackendError, HardwareError, UsageError
+
+if TYPE_CHECKING:
+    from medchat.config import Settings
+    from medchat.engine.backends.base import Backend
 
 DIM, RESET = "\x1b[2m", "\x1b[0m"
 DISCLAIMER = "medchat gives medical information, not medical advice. In an emergency, call your local emergency number."
 
 
-def run_ask(settings: Settings, question: str, *, as_json: bool = False, show_reasoning: bool = True) -> None:
+@click.command()
+@click.argument("question")
+@model_options
+@generation_options
+@offline_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of streaming text.")
+@click.option("--no-reasoning", is_flag=True, help="Hide the reasoning; print the answer only.")
+def ask(question: str, as_json: bool, no_reasoning: bool, **params) -> None:
+    """Ask one question: reasoning streams to stderr, the answer to stdout.
+
+    QUESTION may be '-' to read it from standard input.
+    """
+    if question == "-":
+        question = sys.stdin.read()
+    run_ask(settings_from(params), question, as_json=as_json, show_reasoning=not no_reasoning)
+
+
+def open_backend(settings: "Settings", progress: Callable[[str], None]) -> "Backend":
+    """The engine is imported on first use, not by `medchat --help` (tests replace this function)."""
+    from medchat.engine.backends import open_backend as open_engine_backend
+
+    return open_engine_backend(settings, progress=progress)
+
+
+def run_ask(settings: "Settings", question: str, *, as_json: bool = False, show_reasoning: bool = True) -> None:
+    """Stream one reply: reasoning to stderr, answer to stdout (or one JSON object at the end)."""
+    # Imported here rather than at the top: `medchat --help` imports this module and stays lean.
+    from medchat.chatformat.messages import Message
+    from medchat.engine.events import AnswerDelta, GenerationDone, GenerationFailed, ReasoningDelta
+    from medchat.engine.session import stream_events
+
     question = question.strip()
     if not question:
         raise UsageError("the question is empty")

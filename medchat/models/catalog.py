@@ -354,13 +354,6 @@ def resolve_model(
     return ResolvedModel(EMBEDDED, EMBEDDED_ID, str(pull(EMBEDDED, progress)), fallback_note=note)
 
 
-def print_catalogue() -> None:
-    """`medchat models`: the catalogue and what is available offline."""
-    rows = [("NAME", "SIZE", "CACHED", "HUB ID / DESCRIPTION")]
-    for e in CATALOGUE.values():
-        cached = embedded_ready() if e.name == EMBEDDED else hub_cached(e.hub_id)
-        rows.append((e.name, e.size, "yes" if cached else "no", f"{e.hub_id} — {e.description}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    for r in rows:
-        print(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}")
-    print(f"\nauto = {AUTO_CUDA} on CUDA, {AUTO_CPU} on CPU; falls back to {EMBEDDED} when not cached and offline.")
+def catalogue_status() -> list[tuple[CatalogueEntry, bool]]:
+    """Each catalogue entry and whether it is cached (usable offline); `medchat models` prints them."""
+    return [(e, embedded_ready() if e.name == EMBEDDED else hub_cached(e.hub_id)) for e in CATALOGUE.values()]
