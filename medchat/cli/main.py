@@ -56,9 +56,11 @@ for _command in (chat, ask, models, pull, config, history, serve, export, bench)
     cli.add_command(_command)
 
 
-from medchat.cli.finetune import register as _register_finetune  # noqa: E402  (finetune, adapters, recipes, eval)
+# Fine-tuning's commands, one module each: cli/finetune.py, adapters.py, recipes.py, eval.py.
+from medchat.cli import adapters as _adapters, eval as _eval, finetune as _finetune, recipes as _recipes  # noqa: E402
 
-_register_finetune(cli)
+for _command in (_finetune.finetune, _adapters.adapters, _recipes.recipes, _eval.eval_command):
+    cli.add_command(_command)
 
 
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
