@@ -18,13 +18,16 @@ With ``--model smollm2`` (or any model medchat can load) it instead measures a r
 greedy reply generated alone, inside the headless chat app, and beside the app left idle, in turn,
 reporting decode tok/s and the UI thread's CPU time while the reply was generated in the app.
 
-Run:  .venv/bin/python benchmarks/stream_ui.py [--runs 3] [--burst-runs 15] [--reasoning-tokens 20000]
-      .venv/bin/python benchmarks/stream_ui.py --model smollm2 [--runs 5] [--max-new-tokens 64]
+The figures are printed as text; --json also prints one RESULT line per scenario (medians, per-run
+lists), and --out FILE / --save append them to a JSONL file. Without MEDCHAT_HOME set, a temporary
+one is used (and removed).
+
+usage: .venv/bin/python benchmarks/stream_ui.py [--runs 3] [--burst-runs 15] [--reasoning-tokens 20000]
+       .venv/bin/python benchmarks/stream_ui.py --model smollm2 [--runs 5] [--max-new-tokens 64]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import atexit
 import gc
@@ -35,17 +38,16 @@ import sys
 import tempfile
 import threading
 import time
+from typing import TYPE_CHECKING, Any
 
-if "MEDCHAT_HOME" not in os.environ:
-    os.environ["MEDCHAT_HOME"] = tempfile.mkdtemp(prefix="medchat-bench-")
-    atexit.register(shutil.rmtree, os.environ["MEDCHAT_HOME"], ignore_errors=True)
+import harness
 
-from medchat.config import GenerationSettings, Settings  # noqa: E402
-from medchat.engine.backends.fake import FakeBackend  # noqa: E402
-from medchat.engine.session import ChatSession  # noqa: E402
-from medchat.ui.app import make_app, tune_interpreter  # noqa: E402
-from medchat.ui.widgets.prompt import PromptInput  # noqa: E402
-from medchat.ui.widgets.turn import TurnView  # noqa: E402
+from medchat.config import GenerationSettings, Settings
+from medchat.engine.backends.fake import FakeBackend
+from medchat.engine.session import ChatSession
+
+if TYPE_CHECKING:
+    from medchat.ui.widgets.prompt import PromptInput
 
 
 def script(reasoning_tokens: int, answer_tokens: int) -> list[str]:
@@ -125,10 +127,15 @@ def engine_alone(chunks: list[str], delay: float = 0.0) -> float:
 def press_enter(prompt: PromptInput) -> None:
     """What Enter does in the message box, without `pilot.press`: that waits for the app to be idle
     by polling it every 20 ms, which would wake the UI thread while the engine runs."""
+    from medchat.ui.widgets.prompt import PromptInput
+
     prompt.post_message(PromptInput.Submitted(prompt, prompt.text))
 
 
 async def with_ui(chunks: list[str], reasoning_tokens: int, delay: float = 0.0) -> dict[str, float]:
+    from medchat.ui.app import make_app
+    from medchat.ui.widgets.turn import TurnView
+
     backend = TimedBackend([chunks], delay=delay)
     app = make_app(Settings(model="bench", history=False, generation=generation()), lambda s, p: backend)
     samples: list[tuple[int, float]] = []  # (reasoning tokens shown, UI-thread CPU seconds)
@@ -186,9 +193,11 @@ async def with_ui(chunks: list[str], reasoning_tokens: int, delay: float = 0.0) 
     }
 
 
-def real_model(model: str, runs: int, max_new_tokens: int) -> None:
+def real_model(model: str, runs: int, max_new_tokens: int) -> dict[str, Any]:
     """Decode speed of a real model alone vs inside the chat app (same greedy reply, alternating)."""
     from medchat.engine.backends import open_backend
+    from medchat.ui.app import make_app
+    from medchat.ui.widgets.turn import TurnView
 
     gen = GenerationSettings(max_new_tokens=max_new_tokens, temperature=0.0)
     settings = Settings(model=model, history=False, generation=gen)
@@ -271,10 +280,14 @@ def real_model(model: str, runs: int, max_new_tokens: int) -> None:
           "(the app open, the reply generated in a plain thread, not shown)")
     print(f"UI thread CPU meanwhile:   {100 * statistics.median(shares):.1f} % of the generation's time "
           f"(per run: {' '.join(f'{100 * x:.1f}%' for x in shares)})")
+    return {"scenario": "real model", "model": backend.info.model, "device_name": backend.info.device,
+            "decoder": backend.info.decoder, "alone_tok_s": a, "in_app_tok_s": u, "beside_idle_app_tok_s": i,
+            "ui_slowdown": statistics.median(a) / statistics.median(u) - 1,
+            "ui_thread_cpu_share": statistics.median(shares), "ui_thread_cpu_share_per_run": shares}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = harness.parser(__doc__)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--burst-runs", type=int,
                         help="runs of the burst (default: --runs, at least 15: a run takes a second, and "
@@ -290,11 +303,19 @@ def main() -> None:
                         help="comma-separated subset of burst,paced,steady (default: all three)")
     parser.add_argument("--model", help="measure this real model instead of the scripted burst")
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    args = parser.parse_args()
+    parser.add_argument("--json", action="store_true", help="also print one RESULT {json} line per scenario")
+    args = parser.parse_args(argv)
+    rec = harness.recorder("stream_ui", args, echo=args.json)
+    if "MEDCHAT_HOME" not in os.environ:
+        os.environ["MEDCHAT_HOME"] = tempfile.mkdtemp(prefix="medchat-bench-")
+        atexit.register(shutil.rmtree, os.environ["MEDCHAT_HOME"], ignore_errors=True)
+
+    from medchat.ui.app import tune_interpreter
+
     tune_interpreter()  # as `medchat chat` does
     if args.model:
-        real_model(args.model, args.runs, args.max_new_tokens)
-        return
+        rec.emit(**real_model(args.model, args.runs, args.max_new_tokens))
+        return 0
     chunks = script(args.reasoning_tokens, args.answer_tokens)
     total = args.reasoning_tokens + args.answer_tokens
     r = args.reasoning_tokens
@@ -305,14 +326,24 @@ def main() -> None:
 
     # 1. Burst: the fake engine pushes every token as fast as it can.
     if "burst" in only:
-        burst_scenario(args, chunks, total, r)
+        rec.emit(**burst_scenario(args, chunks, total, r))
     if "paced" in only:
-        paced_scenario(args, chunks, total, r)
+        rec.emit(**paced_scenario(args, chunks, total, r))
     if "steady" in only:
-        steady_scenario(args)
+        rec.emit(**steady_scenario(args))
+    return 0
 
 
-def burst_scenario(args, chunks: list[str], total: int, r: int) -> None:
+def figures(alones: list[float], ui: list[dict], **more: Any) -> dict[str, Any]:
+    """The record of one scenario: medians, then every run."""
+    return {"engine_alone_s": statistics.median(alones),
+            "engine_under_ui_s": statistics.median(x["engine_under_ui"] for x in ui),
+            "ui_slowdown": statistics.median(x["engine_under_ui"] for x in ui) / statistics.median(alones) - 1,
+            "ui_thread_cpu_share": statistics.median(x["ui_share"] for x in ui),
+            **more, "alone_runs_s": alones, "ui_runs": ui}
+
+
+def burst_scenario(args, chunks: list[str], total: int, r: int) -> dict[str, Any]:
     again: list[float] = []
     runs = args.burst_runs or max(args.runs, 15)
     alones, burst = alternate(chunks, r, runs, control=again)
@@ -337,9 +368,14 @@ def burst_scenario(args, chunks: list[str], total: int, r: int) -> None:
     print(f"all tokens on screen:    {statistics.median(x['ui_done'] for x in burst):7.3f} s after Enter "
           "(final full render of both panes included)")
     print(f"UI takes of reasoning:   {statistics.median(x['takes'] for x in burst):7.0f}")
+    return figures(alones, burst, scenario="burst", runs=runs, tokens=total, best_alone_s=best_alone,
+                   best_under_ui_s=best_under, best_slowdown=best_under / best_alone - 1,
+                   noise_alone_vs_alone=statistics.median(again) / alone - 1,
+                   first_text_s=statistics.median(x["first_text"] for x in burst),
+                   all_on_screen_s=statistics.median(x["ui_done"] for x in burst), control_runs_s=again)
 
 
-def paced_scenario(args, chunks: list[str], total: int, r: int) -> None:
+def paced_scenario(args, chunks: list[str], total: int, r: int) -> dict[str, Any]:
     # 2. Paced: tokens arrive steadily, so the UI takes many batches and per-token cost is measurable.
     delay = 1.0 / args.pace
     alones, paced = alternate(chunks, r, args.runs, delay)
@@ -358,9 +394,11 @@ def paced_scenario(args, chunks: list[str], total: int, r: int) -> None:
     print(f"UI CPU per token ~20k:   {late * 1e6:7.1f} us  (reasoning tokens {r - 2250:,}-{r - 250:,})")
     print(f"late / early:            {late / early:7.2f} x   (goal <= 1.2 x)")
     print("  per run:               " + " ".join(f"{x['cost_late'] / x['cost_early']:.2f}" for x in paced))
+    return figures(alones, paced, scenario="paced", runs=args.runs, tokens=total, pace_tok_s=args.pace,
+                   ui_cpu_per_token_early_s=early, ui_cpu_per_token_late_s=late, late_over_early=late / early)
 
 
-def steady_scenario(args) -> None:
+def steady_scenario(args) -> dict[str, Any]:
     # 3. Steady: a realistic speed, where the UI's cost per token matters, not its batching.
     steady = script(args.steady_tokens - args.steady_tokens // 10, args.steady_tokens // 10)
     delay = 1.0 / args.steady_pace
@@ -373,7 +411,9 @@ def steady_scenario(args) -> None:
     print(f"UI slowdown of engine:   {100 * (under_s / alone_s - 1):+6.1f} %   (goal <= 5 %)")
     print(f"  per run:               {slowdowns(alones, ui_s)}")
     print(ui_share(ui_s))
+    return figures(alones, ui_s, scenario="steady", runs=args.runs, tokens=args.steady_tokens,
+                   pace_tok_s=args.steady_pace)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

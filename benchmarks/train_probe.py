@@ -9,19 +9,22 @@ usage:
   python benchmarks/train_probe.py medchat MODEL_DIR [--steps 16] [-- extra `medchat finetune` flags]
 
 `medchat` mode generates medical-o1-shaped rows (as `medchat bench --train` does) and runs the real
-`medchat finetune` in this process; prints one `RESULT {json}` line per run.
+`medchat finetune` in this process; prints one `RESULT {json}` line per run. Environment:
+PROBE_PROFILE=0 profiles no step (throughput figures to report come from unprofiled runs),
+PROBE_KERNELS=FILE writes the profiled steps' GPU kernels by time, PROBE_SAMPLING=STRATEGY sets the
+trainer's train_sampling_strategy. Without CUDA it is a dry run (wall times only).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import harness
 
 # 0-based steps profiled, after compilation and warm-up; PROBE_PROFILE=0 profiles none (the profiler
 # slows the steps after it too, so throughput figures to report come from unprofiled runs).
@@ -40,10 +43,7 @@ class StepTimer:
     """Synchronised wall time per step, and a profile of the PROFILED steps."""
 
     def __init__(self) -> None:
-        import torch
-
-        self.torch = torch
-        self.cuda = torch.cuda.is_available()  # without CUDA (a dry run of this script) only wall times
+        self.cuda = harness.cuda_in_use()  # without CUDA (a dry run of this script) only wall times
         self.walls: list[float] = []  # on_step_begin .. on_step_end (forward, backward, optimizer)
         self.ends: list[float] = []  # on_step_end times: their gaps add data loading and logging
         self.prof = None
@@ -52,8 +52,7 @@ class StepTimer:
         self._t = 0.0
 
     def sync(self) -> None:
-        if self.cuda:
-            self.torch.cuda.synchronize()
+        harness.sync()
 
     def begin(self, step: int) -> None:
         self.sync()
@@ -102,17 +101,17 @@ class StepTimer:
             "gpu_kernel_s_per_step": round(self.kernel_s / profiled_steps, 4) if self.kernel_s else None,
             # kernel time of a profiled step over an unprofiled step's wall time: how busy the GPU is
             "gpu_busy": round(self.kernel_s / profiled_steps / plain_wall, 3) if self.kernel_s and plain_wall else None,
-            "peak_gib": round(self.torch.cuda.max_memory_allocated() / 2**30, 2) if self.cuda else None,
+            "peak_gib": harness.gpu_memory_gib(peak=True),
         }
 
 
 def raw(args) -> dict:
-    import unsloth  # noqa: F401  (first: it patches transformers)
-    from unsloth import FastLanguageModel
     import bitsandbytes as bnb
     import torch
+    import unsloth  # noqa: F401  (before transformers, trl and peft: it patches them)
+    from unsloth import FastLanguageModel
 
-    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    targets = list(harness.LORA_TARGETS)
     model, _ = FastLanguageModel.from_pretrained(args.model, max_seq_length=args.seq, dtype=torch.bfloat16, load_in_4bit=True)
     model = FastLanguageModel.get_peft_model(model, r=16, lora_alpha=16, lora_dropout=0, bias="none",
                                              target_modules=targets, use_gradient_checkpointing="unsloth",
@@ -135,11 +134,12 @@ def raw(args) -> dict:
 
 
 def medchat_run(args, extra: list[str]) -> dict:
-    from transformers import AutoTokenizer, TrainerCallback
+    from transformers import AutoTokenizer
 
-    from medchat import cli
     from medchat.bench.rows import make_rows
-    from medchat.finetune import train as T
+    from medchat.cli.main import main as medchat_main
+    from medchat.finetune import train as T  # `train` finds make_callback and trainer_args as module globals
+    from medchat.store.manifest import FILENAME, read_manifest
 
     home = Path(tempfile.mkdtemp(prefix="medchat-probe-"))
     os.environ["MEDCHAT_HOME"] = str(home)
@@ -179,30 +179,33 @@ def medchat_run(args, extra: list[str]) -> dict:
              "--name", "probe", "--save-steps", "0", "--eval-rows", "0", "--max-seq-length", "2048", *extra]
     code = 0
     try:
-        cli.main(flags)
+        medchat_main(flags)
     except SystemExit as exc:
         code = exc.code or 0
     tokens = [b - a for a, b in zip([0] + seen, seen)]
-    manifests = list(home.rglob("medchat.json"))
-    training = json.loads(manifests[0].read_text())["training"] if manifests else {}
+    found = sorted(home.rglob(FILENAME))
+    manifest = read_manifest(found[0].parent) if found else None
     return {"mode": "medchat", "flags": " ".join(extra), "sampling": sampling or "", "exit": code,
-            "batching": training.get("batching"),
+            "batching": manifest.training.batching if manifest else None,
             **timer.summary(tokens)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = harness.parser(__doc__)
     parser.add_argument("mode", choices=["raw", "medchat"])
     parser.add_argument("model")
     parser.add_argument("--seq", type=int, default=2048)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=16)
-    argv = sys.argv[1:]
+    argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    rec = harness.recorder("train_probe", {**vars(args), "extra": extra, "profiled": list(PROFILED),
+                                           "sampling": os.environ.get("PROBE_SAMPLING", "")})
     result = raw(args) if args.mode == "raw" else medchat_run(args, extra)
-    print("RESULT " + json.dumps(result), flush=True)
+    rec.emit(**result)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

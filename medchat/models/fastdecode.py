@@ -15,8 +15,8 @@ GPU kernels. This module runs the model's own weights through a short, fixed for
 
 Entry points: ``unsupported_reason(model)``, ``FastDecoder(model, quantize=...)``,
 ``FastDecoder.generate(prompt_ids, settings, cancel, eos_ids)`` yielding token ids, and
-``IncrementalDetokenizer`` turning ids into text deltas. A LoRA adapter must be merged into the
-weights first (``merge_adapter``): the decoder reads plain linear weights only.
+``IncrementalDetokenizer`` turning ids into text deltas. A PEFT model's LoRA adapter is merged into
+the weights as they are fused: the decoder reads plain linear weights only.
 
 Building a decoder takes the weights over: the source model's projection weights are released as
 they are fused (memory stays near one copy), so the caller must not use the model afterwards.
@@ -81,14 +81,6 @@ def unsupported_reason(model: Any, quantize: Quantize = "none") -> str | None:
         except ImportError:
             return "int4 weights need torchao (pip install torchao)"
     return None
-
-
-def merge_adapter(model: Any) -> Any:
-    """Fold a PEFT LoRA adapter into the base weights; returns the plain model. (FastDecoder also
-    accepts the PEFT model as it is and merges while it fuses, once, without an extra copy.)"""
-    if hasattr(model, "merge_and_unload"):
-        return model.merge_and_unload()
-    return model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,7 +257,6 @@ class FastDecoder:
         *,
         quantize: Quantize = "none",
         cuda_graphs: bool | None = None,
-        compile: bool = False,
         max_context: int | None = None,
         device: Any = None,
         fused_ops: bool | None = None,
@@ -338,16 +329,6 @@ class FastDecoder:
                != (first.qkv.spec(), first.o.spec(), first.gate_up.spec(), first.down.spec())
                for l in self.layers):
             raise FastPathUnavailable("layers differ in shape")
-        self.compiled = compile
-        self._pre_c = self._post_c = None
-        # experimental, off in medchat: torch.compile of the per-layer pieces of the decode step. With
-        # torch 2.11 it failed inside medchat's CUDA graph capture (a caching-allocator assert; see
-        # benchmarks/RESULTS.md); kept for experiments (benchmarks/decode_probe.py ... compile)
-        if compile:
-            import torch
-
-            self._pre_c = torch.compile(_pre_attention, fullgraph=True, dynamic=False)
-            self._post_c = torch.compile(_post_attention, fullgraph=True, dynamic=False)
         self._capacity = 0
         self._cache: "torch.Tensor | None" = None
         self._cached_ids: list[int] = []
@@ -371,8 +352,6 @@ class FastDecoder:
         parts = ["medchat decode loop"]
         if self.int4:
             parts.append("int4 g128 (torchao tile-packed)")
-        if self.compiled:
-            parts.append("torch.compile")
         if self.cuda_graphs:
             parts.append("CUDA graphs")
         return ", ".join(parts)
@@ -411,7 +390,6 @@ class FastDecoder:
         T = ids.shape[0]
         nq, nkv, hd = self.n_heads, self.n_kv, self.head_dim
         group = nq // nkv
-        pre, post = (self._pre_c, self._post_c) if T == 1 and self._pre_c else (_pre_attention, _post_attention)
         x = self.embed.index_select(0, ids)  # [T, H]
         cos = self._cos.index_select(0, positions)[:, None]  # [T, 1, hd]
         sin = self._sin.index_select(0, positions)[:, None]
@@ -425,7 +403,8 @@ class FastDecoder:
             sdpa_mask = None if causal or (T == 1 and not self.cuda_graphs) else mask
         cache = self._cache
         for i, layer in enumerate(self.layers):
-            q, k, v = pre(x, layer.ln1, *layer.qkv.args(), layer.q_norm, layer.k_norm, cos, sin, self._pre_dims)
+            q, k, v = _pre_attention(x, layer.ln1, *layer.qkv.args(), layer.q_norm, layer.k_norm, cos, sin,
+                                     self._pre_dims)
             kc, vc = cache[i, 0], cache[i, 1]  # [nkv, cap, hd]
             kc.index_copy_(1, positions, k.transpose(0, 1))
             vc.index_copy_(1, positions, v.transpose(0, 1))
@@ -442,8 +421,8 @@ class FastDecoder:
                     attn_mask=sdpa_mask, is_causal=causal, scale=self.scale, enable_gqa=True,
                 )  # [1, nq, T, hd]
                 att = att[0].transpose(0, 1).reshape(T, nq * hd)
-            x = post(x, att, *layer.o.args(), layer.ln2, *layer.gate_up.args(), *layer.down.args(),
-                     self._post_dims)
+            x = _post_attention(x, att, *layer.o.args(), layer.ln2, *layer.gate_up.args(), *layer.down.args(),
+                                self._post_dims)
         x = _rms(x[-1:], self.norm, self.eps, self.fused_ops)
         return self.lm_head(x)[0].to(torch.float32)
 
