@@ -17,6 +17,7 @@ from typing import Any, AsyncIterator
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -82,7 +83,7 @@ def create_app(service: ChatService) -> FastAPI:
         err = ApiError(500, f"internal error: {type(exc).__name__}", type="server_error", code="server_error")
         return error_response(err, headers={"Connection": "close"})
 
-    def require_key(request: Request) -> None:
+    async def require_key(request: Request) -> None:  # async: FastAPI would run a plain def in a thread
         """``--api-key``: /v1/* needs ``Authorization: Bearer KEY`` (compared in constant time)."""
         key = service.config.api_key
         if not key:
@@ -276,6 +277,8 @@ async def start_stream(service: ChatService, chat: ChatRequest, job: Job) -> Res
         stream_body(service, stream, head),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},  # no buffering proxies
+        # Runs when the response ends, also when the client left before the body started.
+        background=BackgroundTask(job.cancel.set),
     )
 
 

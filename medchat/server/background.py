@@ -35,3 +35,4 @@ def serve_in_thread(
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+        server.close()

@@ -194,6 +194,7 @@ def serve_backend(
         server.cancel_all()
         server.server_close()
         server.wait_idle(10.0)
+        server.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     say("stopped serving")

@@ -1,7 +1,7 @@
 """The model side of `medchat serve`: one loaded backend, requests taking turns on it.
 
-No HTTP here. The backend is synchronous, so every generation runs in a thread of its own: it waits
-its turn at the FIFO gate, then runs the engine and hands each event to the event loop through a
+No HTTP here. The backend is synchronous, so every request runs in a (pooled) thread: it waits its
+turn at the FIFO gate, then runs the engine and hands each event to the event loop through a
 :class:`Job`, which never blocks either side. The HTTP layer (``app.py``) reads the events back and
 sets ``job.cancel`` when the client goes away; the thread then stops the model, or leaves the queue.
 """
@@ -13,6 +13,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -123,6 +124,10 @@ class ChatService:
         self._cancels: set[threading.Event] = set()
         self._cancels_lock = threading.Lock()
         self.stopping = False
+        # A thread per request under way: the one generating, and those waiting at the gate. Two
+        # more than the queue holds, so a request past the limit still gets its 503 at once.
+        # Threads are reused (starting one per request cost ~10 ms of the event loop's time).
+        self._threads = ThreadPoolExecutor(self.config.max_waiting + 2, thread_name_prefix="medchat-generate")
 
     def log(self, line: str) -> None:
         if self.config.log:
@@ -148,9 +153,8 @@ class ChatService:
             raise ApiError(503, "the server is shutting down", type="server_error", code="shutting_down")
         job = Job(loop)
         self._track(job.cancel, True)
-        thread = threading.Thread(target=self._generate, args=(request, job), name="medchat-generate", daemon=True)
         try:
-            thread.start()
+            self._threads.submit(self._generate, request, job)
         except BaseException:
             self._track(job.cancel, False)
             raise
@@ -213,6 +217,10 @@ class ChatService:
         with self._cancels_lock:
             for cancel in self._cancels:
                 cancel.set()
+
+    def close(self) -> None:
+        """After cancel_all and wait_idle: let the generation threads go."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
     def wait_idle(self, timeout: float) -> bool:
         """After cancel_all: give running generations a moment to stop, so the model is not torn
