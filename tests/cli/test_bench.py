@@ -1,4 +1,5 @@
-"""`medchat bench` pieces that need no model: ratios, the table, the generated training rows."""
+"""`medchat bench`: the pieces that need no model (ratios, the table, the generated training rows), and
+one slow run end to end on a tiny random model."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import json
 import statistics
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from medchat.bench.measure import ratios
 from medchat.bench.rows import make_rows
@@ -47,3 +51,30 @@ def test_bench_help_lists_its_flags():
     assert r.returncode == 0
     for flag in ("--model", "--adapter", "--backend", "--decoder", "--train", "--json"):
         assert flag in r.stdout
+
+
+@pytest.mark.slow
+def test_bench_measures_a_tiny_model_with_an_adapter_in_worker_processes(tmp_path):
+    """`medchat bench --json` end to end on a random two-layer model (benchmarks/make_model.py) with a
+    random LoRA adapter: the engine and plain-generate workers (`python -m medchat.bench.worker`) run,
+    the reference worker attaches the adapter through the loading core, and the ratios come out."""
+    root = Path(__file__).resolve().parents[2]
+    model, adapter = tmp_path / "tiny", tmp_path / "adapter"
+    made = subprocess.run([sys.executable, str(root / "benchmarks" / "make_model.py"), str(model), "tiny",
+                           "--fit-vocab"], capture_output=True, text=True, timeout=600)
+    assert made.returncode == 0, made.stderr[-2000:]
+    lora = ("import sys; sys.path.insert(0, sys.argv[3]); import harness; "
+            "harness.random_lora(harness.load_model(sys.argv[1], device='cpu')).save_pretrained(sys.argv[2])")
+    made = subprocess.run([sys.executable, "-c", lora, str(model), str(adapter), str(root / "benchmarks")],
+                          capture_output=True, text=True, timeout=600)
+    assert made.returncode == 0, made.stderr[-2000:]
+    r = subprocess.run([sys.executable, "-m", "medchat", "bench", "--model", str(model), "--adapter", str(adapter),
+                        "--max-new-tokens", "6", "--json"], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    engine, generate = result["figures"]["engine"], result["figures"]["generate"]
+    assert "error" not in engine and "error" not in generate, (engine, generate)
+    assert engine["completion_tokens"] == 6 and engine["decode_tok_s"] > 0 and generate["decode_tok_s"] > 0
+    assert result["backend_info"]["adapter"] == str(adapter)
+    assert set(result["ratios"]) == {"engine_vs_generate_decode", "generate_vs_engine_ttft"}
+    assert result["device"]["cuda"] is False and result["versions"]["torch"]
