@@ -14,8 +14,9 @@ Decode figures are greedy, after one warm-up run; tokens/s excludes the first to
 
 Modules: ``measure`` runs the measurements and collects one result dict (no torch imported there);
 ``worker`` is the subprocess side (``python -m medchat.bench.worker KIND SPEC.json``); ``rows`` writes
-the generated training rows (``benchmarks/train_probe.py`` uses them too); ``table`` prints a result.
-The benchmark scripts of the repository (``benchmarks/``) are not part of the package.
+the generated training rows (``benchmarks/train_probe.py`` uses them too). The command and its table
+are ``medchat.cli.bench``; the benchmark scripts of the repository (``benchmarks/``) are not part of
+the package.
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ SETTING_KEYS = ("model", "adapter", "backend", "decoder", "device", "quantize", 
 
 def run_bench(settings: Any, *, new_tokens: int, train: bool, train_steps: int, references: bool,
               as_json: bool, say=None) -> dict:
-    """Measure, then print the result (one JSON object with ``as_json``, else the table); returns it."""
+    """Measure and return the result; with ``as_json`` also print it as one JSON object (otherwise the
+    caller shows it: ``medchat.cli.bench.print_table``)."""
     say = say or (lambda m: print(f"medchat: {m}", file=sys.stderr, flush=True))
     settings = replace(settings, generation=replace(settings.generation, temperature=0.0,
                                                     max_new_tokens=new_tokens, repetition_penalty=1.0))
@@ -60,10 +61,6 @@ def run_bench(settings: Any, *, new_tokens: int, train: bool, train_steps: int, 
     result["ratios"] = ratios(result["figures"])
     if as_json:
         print(json.dumps(result, indent=None))
-    else:
-        from medchat.bench.table import print_table
-
-        print_table(result)
     return result
 
 

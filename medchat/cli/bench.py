@@ -1,4 +1,4 @@
-"""`medchat bench`: the command only; the measuring is medchat.bench's."""
+"""`medchat bench`: the command and its table; the measuring is medchat.bench's."""
 
 from __future__ import annotations
 
@@ -20,5 +20,38 @@ def bench(max_new_tokens: int, train: bool, train_steps: int, no_references: boo
     """Measure speed here: the chat engine vs plain generate (and Unsloth on CUDA), start-up, training."""
     from medchat.bench import run_bench
 
-    run_bench(settings_from(params), new_tokens=max_new_tokens, train=train, train_steps=train_steps,
-              references=not no_references, as_json=as_json)
+    result = run_bench(settings_from(params), new_tokens=max_new_tokens, train=train, train_steps=train_steps,
+                       references=not no_references, as_json=as_json)
+    if not as_json:
+        print_table(result)
+
+
+def print_table(result: dict) -> None:
+    """A `medchat bench` result (``medchat.bench.run_bench``) as the table the command prints."""
+    fig = result["figures"]
+    dev = result["device"]
+    click.echo(f"device: {dev.get('name', '?')}   model: {result['settings']['model']}"
+               f"   decoder: {result.get('backend_info', {}).get('decoder', '?')}")
+    click.echo(f"{'measurement':<34}{'TTFT s':>10}{'decode tok/s':>15}{'tokens':>8}")
+    names = {"engine": "medchat engine (stream_events)", "generate": "plain model.generate",
+             "unsloth": "Unsloth for_inference"}
+    for key, label in names.items():
+        r = fig.get(key)
+        if not r:
+            continue
+        if "error" in r:
+            click.echo(f"{label:<34}  failed: {r['error']}")
+            continue
+        click.echo(f"{label:<34}{r.get('ttft_s', 0):>10.3f}{r.get('decode_tok_s', 0):>15.1f}"
+                   f"{r.get('completion_tokens', 0):>8}")
+    click.echo(f"{'medchat --help start-up':<34}{fig['startup_help_s']:>10.3f} s")
+    train = fig.get("train")
+    if train:
+        if "error" in train:
+            click.echo(f"training: failed: {train['error']}")
+        else:
+            click.echo(f"training: {train.get('tokens_per_second')} tok/s non-padding "
+                       f"({train.get('steady_tokens_per_second')} after warm-up), peak GPU "
+                       f"{train.get('peak_gpu_gib')} GiB, {train.get('steps')} steps, backend {train.get('backend')}")
+    for k, v in result["ratios"].items():
+        click.echo(f"ratio {k}: {v}x")

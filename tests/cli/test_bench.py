@@ -13,7 +13,7 @@ import pytest
 
 from medchat.bench.measure import ratios
 from medchat.bench.rows import make_rows
-from medchat.bench.table import print_table
+from medchat.cli.bench import print_table
 
 
 def test_ratios_compare_the_engine_with_each_reference():
