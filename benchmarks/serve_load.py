@@ -1,9 +1,14 @@
-"""Load test for `medchat serve` on loopback: N concurrent streaming clients (the official openai
-client), every reply checked complete and uninterleaved; reports requests/s and time to first token.
+"""Load test for `medchat serve` on loopback: N concurrent streaming clients (the official openai client).
+
+Every reply is checked complete and uninterleaved; it reports requests/s and time to first token.
 
     python benchmarks/serve_load.py                      # scripted model: the server's own overhead
     python benchmarks/serve_load.py --backend embedded   # the real embedded SmolLM2 on this machine
     python benchmarks/serve_load.py --url http://127.0.0.1:8000/v1 --model NAME   # any running server
+    PYTHONPATH=/tmp/old-checkout python benchmarks/serve_load.py --note before    # another checkout's server
+
+The report names the medchat checkout it imported (and its commit); --save keeps each run in
+results/<date>-<device>/serve_load.jsonl with the harness's record (device, versions, command).
 
 With one model and one generation at a time, time to first token grows with the queue: the p95 is
 roughly (clients - 1) x the time of one reply. That is the design (no batching), measured here.
@@ -11,16 +16,20 @@ roughly (clients - 1) x the time of one reply. That is the design (no batching),
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import importlib.metadata
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+
+import harness
 
 
 @dataclass
@@ -97,8 +106,27 @@ class EchoModel:
         pass
 
 
+def code_measured(module_file: str) -> str:
+    """The checkout medchat was imported from, and its commit: PYTHONPATH picks the code under test."""
+    folder = Path(module_file).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=folder, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        head = ""
+    return f"{folder}@{head}" if head else str(folder)
+
+
+def stack_versions() -> dict[str, str]:
+    out = {}
+    for name in ("fastapi", "starlette", "uvicorn", "h11", "pydantic", "httpx", "openai"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            out[name] = importlib.metadata.version(name)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = harness.parser(__doc__)
     ap.add_argument("--backend", choices=["fake", "embedded"], default="fake")
     ap.add_argument("--url", help="benchmark an already running server instead of starting one")
     ap.add_argument("--model", default="", help="model id for --url (default: the first listed)")
@@ -107,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=64, help="requests in total")
     ap.add_argument("--tokens", type=int, default=64, help="scripted tokens per reply (fake) / max_tokens")
     ap.add_argument("--token-delay", type=float, default=0.002, help="seconds per scripted token (fake)")
-    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--json", action="store_true", help="print one JSON object (instead of the table)")
     args = ap.parse_args(argv)
+    record = harness.recorder("serve_load", args, echo=False)
     import medchat
 
     check = None
@@ -169,10 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         "ttft_min_s": round(min(ttfts), 4),
         "reply_p50_s": round(statistics.median(r.seconds for r in results), 4),
         "all_complete_and_uninterleaved": not bad,
-        "medchat": os.path.dirname(os.path.dirname(medchat.__file__)),  # which checkout was measured
+        "medchat": code_measured(medchat.__file__),  # which checkout was imported (before/after runs)
+        "server_stack": stack_versions(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
                    f"python {platform.python_version()}",
     }
+    record.emit(**report)
     if args.json:
         print(json.dumps(report))
     else:

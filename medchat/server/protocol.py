@@ -18,8 +18,8 @@ from typing import Annotated, Any, Optional
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from medchat.config import GenerationSettings
 from medchat.chatformat.messages import Message
+from medchat.config import GenerationSettings
 from medchat.engine.events import GenerationStats
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}

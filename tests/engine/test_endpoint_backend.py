@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from medchat.config import GenerationSettings
 from medchat.chatformat.messages import Message
+from medchat.config import GenerationSettings
 from medchat.engine.backends.endpoint import EndpointBackend, normalize_base_url
 from medchat.engine.events import AnswerDelta, GenerationDone, GenerationFailed, ReasoningDelta
 from medchat.engine.session import ChatSession, stream_events

@@ -8,10 +8,10 @@ Other test folders can use ``medchat.server.background.serve_in_thread`` the sam
 from __future__ import annotations
 
 import pytest
+from serve_fakes import RepeatingFakeBackend
 
 from medchat.server import ServerConfig
 from medchat.server.background import serve_in_thread
-from serve_fakes import RepeatingFakeBackend
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ import json
 import socket
 
 import pytest
+from serve_fakes import RepeatingFakeBackend
 
 from medchat.server import ServerConfig
 from medchat.server.background import serve_in_thread
-from serve_fakes import RepeatingFakeBackend
 
 OK_MESSAGES = [{"role": "user", "content": "hi"}]
 

@@ -9,10 +9,10 @@ import subprocess
 import sys
 
 import pytest
+from serve_fakes import ANSWER, REASONING, RepeatingFakeBackend
 
 from medchat.cli.main import main
 from medchat.server.background import serve_in_thread
-from serve_fakes import ANSWER, REASONING, RepeatingFakeBackend
 
 
 def medchat(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -9,9 +9,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
+from serve_fakes import EchoBackend, echo_expected
 
 from medchat.server.background import serve_in_thread
-from serve_fakes import EchoBackend, echo_expected
 
 
 def stream_one(url: str, question: str) -> tuple[str, str, str]:

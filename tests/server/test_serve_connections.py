@@ -18,10 +18,10 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from serve_fakes import ANSWER, REASONING, EchoBackend, RepeatingFakeBackend, echo_expected
 
 from medchat.server import ServerConfig
 from medchat.server.background import serve_in_thread
-from serve_fakes import ANSWER, REASONING, EchoBackend, RepeatingFakeBackend, echo_expected
 
 USER = [{"role": "user", "content": "What is 6 x 7?"}]
 

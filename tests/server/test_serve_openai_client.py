@@ -7,11 +7,10 @@ import urllib.request
 
 import openai
 import pytest
+from serve_fakes import ANSWER, REASONING, RepeatingFakeBackend
 
 from medchat.server import ServerConfig
 from medchat.server.background import serve_in_thread
-
-from serve_fakes import ANSWER, REASONING, RepeatingFakeBackend
 
 USER = [{"role": "user", "content": "What is 6 x 7?"}]
 

@@ -59,7 +59,7 @@ def start_server(*args: str) -> tuple[subprocess.Popen, str, list[str]]:
     for line in proc.stderr:  # the model loads, then one line names the URL
         lines.append(line.rstrip())
         if m := re.search(r" at (http://\S+/v1) ", line):
-            threading.Thread(target=lambda: lines.extend(l.rstrip() for l in proc.stderr), daemon=True).start()
+            threading.Thread(target=lambda: lines.extend(ln.rstrip() for ln in proc.stderr), daemon=True).start()
             return proc, m.group(1), lines
     proc.wait()
     raise AssertionError("medchat serve did not start:\n" + "\n".join(lines))

@@ -5,11 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
+from serve_fakes import ANSWER, REASONING
 
 from medchat.config import Settings
 from medchat.ui.app import make_app
-
-from serve_fakes import ANSWER, REASONING
 
 pytestmark = pytest.mark.anyio
 
