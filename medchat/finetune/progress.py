@@ -110,8 +110,10 @@ class LiveBar:
         from rich.progress import BarColumn, Progress, TextColumn
 
         console = Console(file=stream, force_terminal=True, force_jupyter=False)
-        self.progress = Progress(TextColumn("{task.fields[head]}"), BarColumn(bar_width=20),
-                                 TextColumn("{task.fields[status]}"), console=console, auto_refresh=False)
+        # Plain colours: rich's default pink bar reads as an error on a 16-colour terminal, its finished green as grey.
+        bar = BarColumn(bar_width=20, complete_style="cyan", finished_style="green")
+        self.progress = Progress(TextColumn("{task.fields[head]}"), bar, TextColumn("{task.fields[status]}"),
+                                 console=console, auto_refresh=False)
         self.task = None
 
     def start(self, total: int, step: int) -> None:
