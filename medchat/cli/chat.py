@@ -20,6 +20,7 @@ from medchat.cli.options import generation_options, model_options, offline_optio
 def chat(no_history: bool, resume: int | None, **params) -> None:
     """Open the two-pane chat (reasoning | answer)."""
     settings = settings_from(params, history=False if no_history else None)
+    from medchat.engine.backends import open_backend
     from medchat.ui.app import run_chat  # Textual: only when the chat really opens
 
-    run_chat(settings, resume=resume)
+    run_chat(settings, open_backend, resume=resume)

@@ -1,4 +1,7 @@
-"""The chat app: wiring only. The chat itself lives in `screens/chat.py`."""
+"""The chat app: wiring only. The chat itself lives in `screens/chat.py`.
+
+The app is handed a backend factory (the CLI passes `medchat.engine.backends.open_backend`; tests pass
+scripted backends), so the UI reaches the engine only through its session and events."""
 
 from __future__ import annotations
 
@@ -11,12 +14,6 @@ from textual.screen import Screen
 from medchat.config import Settings
 from medchat.errors import MedchatError, UsageError
 from medchat.ui.screens.chat import BackendFactory, ChatScreen
-
-
-def _open_backend(settings: Settings, progress) -> object:
-    from medchat.engine.backends import open_backend
-
-    return open_backend(settings, progress)
 
 
 class MedchatApp(App[int]):
@@ -38,11 +35,11 @@ class MedchatApp(App[int]):
     ]
 
     def __init__(
-        self, settings: Settings, backend_factory: BackendFactory | None = None, *, resume: int | None = None
+        self, settings: Settings, backend_factory: BackendFactory, *, resume: int | None = None
     ) -> None:
         super().__init__()
         self.settings = settings
-        self.backend_factory = backend_factory or _open_backend
+        self.backend_factory = backend_factory
         self.resume = resume
         self.load_error: MedchatError | None = None  # set by the chat screen if the model fails to load
 
@@ -78,9 +75,7 @@ def tune_interpreter() -> None:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
 
 
-def make_app(
-    settings: Settings, backend_factory: BackendFactory | None = None, *, resume: int | None = None
-) -> MedchatApp:
+def make_app(settings: Settings, backend_factory: BackendFactory, *, resume: int | None = None) -> MedchatApp:
     """The app factory (tests pass a backend factory that returns a FakeBackend)."""
     return MedchatApp(settings, backend_factory, resume=resume)
 
@@ -106,11 +101,11 @@ def check_can_start(resume: int | None, stdout=None) -> None:
         )
 
 
-def run_chat(settings: Settings, resume: int | None = None) -> None:
+def run_chat(settings: Settings, backend_factory: BackendFactory, resume: int | None = None) -> None:
     """Run the chat; a model that failed to load becomes the CLI's one-line error and exit code."""
     check_can_start(resume)
     tune_interpreter()
-    app = make_app(settings, resume=resume)
+    app = make_app(settings, backend_factory, resume=resume)
     app.run()
     if app.load_error is not None:
         raise app.load_error

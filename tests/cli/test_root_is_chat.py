@@ -39,7 +39,7 @@ def sample_args(param: click.Option) -> list[str]:
 def chat_calls(monkeypatch):
     """Every run_chat call as (settings, resume), instead of opening the app."""
     calls = []
-    monkeypatch.setattr(app_module, "run_chat", lambda settings, resume=None: calls.append((settings, resume)))
+    monkeypatch.setattr(app_module, "run_chat", lambda settings, _backends, resume=None: calls.append((settings, resume)))
     return calls
 
 
@@ -92,7 +92,7 @@ def test_resume_on_bare_medchat_reopens_the_conversation(monkeypatch):
 
     real_make_app = app_module.make_app
 
-    def headless_app(settings, backend_factory=None, *, resume=None):
+    def headless_app(settings, backend_factory, *, resume=None):
         app = real_make_app(settings, lambda _settings, _progress: FakeBackend([]), resume=resume)
         app.run = lambda: asyncio.run(drive(app))
         return app

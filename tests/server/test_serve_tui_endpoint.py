@@ -8,6 +8,7 @@ import pytest
 from serve_fakes import ANSWER, REASONING
 
 from medchat.config import Settings
+from medchat.engine.backends import open_backend
 from medchat.ui.app import make_app
 
 pytestmark = pytest.mark.anyio
@@ -23,7 +24,7 @@ async def until(pilot, condition, timeout: float = 15.0) -> None:
 async def test_chat_over_an_endpoint_fills_both_panes(fake_server):
     from medchat.ui.widgets.turn import TurnView
 
-    app = make_app(Settings(endpoint=fake_server.base_url, history=False))
+    app = make_app(Settings(endpoint=fake_server.base_url, history=False), open_backend)
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: getattr(app.screen, "session", None) is not None)
         assert app.screen.session.backend.info.backend == "endpoint"

@@ -369,7 +369,7 @@ def test_run_chat_raises_the_load_error(monkeypatch):
     monkeypatch.setattr(app_module, "MedchatApp", Quick)
     monkeypatch.setattr(app_module, "check_can_start", lambda resume: None)  # pytest's stdout is no tty
     with pytest.raises(ModelUnavailable):
-        app_module.run_chat(Settings())
+        app_module.run_chat(Settings(), lambda _settings, _progress: None)
 
 
 PARAGRAPHS = [f"Paragraph {i}: " + "word " * 80 + "\n\n" for i in range(60)]  # a long reasoning

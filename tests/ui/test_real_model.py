@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from medchat.config import GenerationSettings, Settings
+from medchat.engine.backends import open_backend
 from medchat.store.history import HistoryStore
 from medchat.ui.app import make_app
 from medchat.ui.widgets.turn import TurnView
@@ -16,7 +17,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
 async def test_chat_streams_and_stops_with_the_embedded_model(embedded_model):
     settings = Settings(model="smollm2", device="cpu", generation=GenerationSettings(max_new_tokens=24, temperature=0))
-    app = make_app(settings)  # the real loader: medchat.engine.backends.open_backend
+    app = make_app(settings, open_backend)  # the real loader
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: app.load_error is not None or getattr(app.screen, "session", None), timeout=300)
         assert app.load_error is None, app.load_error
