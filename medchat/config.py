@@ -11,7 +11,8 @@ Environment variables name the key path in upper case: ``model`` -> ``MEDCHAT_MO
 from __future__ import annotations
 
 import dataclasses
-import difflib
+import functools
+import json
 import os
 import sys
 import typing
@@ -35,9 +36,15 @@ def doc(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
     return field(default=default, metadata={"doc": text}, **kw)
 
 
+# pydantic's settings for the classes below (read when loading): unknown keys and nan/inf are errors.
+_STRICT = {"extra": "forbid", "allow_inf_nan": False}
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
     """How the model samples its reply."""
+
+    __pydantic_config__ = _STRICT
 
     temperature: float = doc("Sampling temperature; 0 means greedy decoding.", 0.6)
     top_p: float = doc("Nucleus sampling: keep the smallest token set whose probability reaches this.", 0.95)
@@ -71,6 +78,8 @@ DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "
 @dataclass(frozen=True)
 class FinetuneSettings:
     """`medchat finetune`: data, LoRA and trainer settings. Recipes (`medchat recipes`) set these."""
+
+    __pydantic_config__ = _STRICT
 
     dataset: str = doc(
         "Training data: a hub data set id, a local .json/.jsonl/.csv/.parquet file, or 'sample' "
@@ -173,6 +182,8 @@ class FinetuneSettings:
 class Settings:
     """Everything medchat reads from config. Top-level keys configure the chat and its model."""
 
+    __pydantic_config__ = _STRICT
+
     model: str = doc(
         "Base model: 'auto', a catalogue name (see `medchat models`), a hub id, a local folder or "
         "a .gguf file.",
@@ -218,7 +229,8 @@ class Settings:
 
 
 # ---------------------------------------------------------------------------------------------
-# Loading
+# Loading. pydantic checks and converts values, tomlkit writes TOML; both are imported on first use,
+# so `medchat --help` loads neither.
 
 def _tomllib():
     if sys.version_info >= (3, 11):
@@ -228,87 +240,73 @@ def _tomllib():
     return tomllib
 
 
-def _fields(cls: type) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(cls)}
+@functools.cache
+def _adapter(cls: type) -> Any:
+    import pydantic
 
-
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _nearest(key: str, options: list[str]) -> str:
-    match = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
-    return f"; did you mean '{match[0]}'?" if match else f"; valid keys: {', '.join(sorted(options))}"
-
-
-def _coerce(value: Any, hint: Any, where: str, from_text: bool) -> Any:
-    """Check (or, for env/flag text, convert) one value against its type hint."""
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        choices = typing.get_args(hint)
-        if value not in choices:
-            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, choices))}")
-        return value
-    if origin in (tuple,):
-        if from_text and isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
-        return tuple(value)
-    if hint is bool:
-        if from_text and isinstance(value, str):
-            low = value.strip().lower()
-            if low in {"1", "true", "yes", "on"}:
-                return True
-            if low in {"0", "false", "no", "off"}:
-                return False
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if hint is int:
-        if from_text and isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if from_text and isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported settings type {hint!r}")  # a bug in this module, not user input
+    return pydantic.TypeAdapter(cls)
 
 
 def merge(cls: type, base: Any, values: Mapping[str, Any], source: str, from_text: bool = False) -> Any:
     """Return ``base`` (an instance of dataclass ``cls``) with ``values`` applied, strictly checked.
 
     ``values`` is nested like the TOML file. ``source`` names the file or origin in error messages.
+    A file's values must have the setting's TOML type; text (``from_text``: MEDCHAT_* variables and
+    flags) is converted: "0.3", "yes", "q_proj,v_proj".
     """
-    fields = _fields(cls)
-    hints = _hints(cls)
-    changes: dict[str, Any] = {}
+    import pydantic
+
+    data = _overlay(dataclasses.asdict(base), values, from_text)
+    try:
+        if from_text:
+            return _adapter(cls).validate_python(data)
+        # Strict JSON typing is TOML's: no "yes" for a bool or 1.5 for an int; arrays become tuples.
+        # TOML dates and times, which no setting takes, become null and fail as the wrong type.
+        return _adapter(cls).validate_json(json.dumps(data, default=lambda _: None), strict=True)
+    except pydantic.ValidationError as exc:
+        raise _config_error(exc.errors()[0], cls, values, source) from None
+
+
+def _overlay(base: dict[str, Any], values: Mapping[str, Any], from_text: bool) -> dict[str, Any]:
+    """``values`` laid over ``base`` (the current settings as a dict), table by table."""
+    out = dict(base)
     for key, value in values.items():
-        if key not in fields:
-            raise ConfigError(f"{source}: unknown key '{key}'{_nearest(key, list(fields))}")
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{source}: '{key}' must be a table ([{key}])")
-            changes[key] = merge(hint, getattr(base, key), value, f"{source} [{key}]", from_text)
-        else:
-            changes[key] = _coerce(value, hint, f"{source}: key '{key}'", from_text)
-    return dataclasses.replace(base, **changes)
+        old = base.get(key)
+        if isinstance(old, dict) and isinstance(value, Mapping):
+            value = _overlay(old, value, from_text)
+        elif isinstance(old, tuple) and from_text and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        out[key] = value
+    return out
+
+
+_EXPECTED = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+             tuple[str, ...]: "a list of strings"}
+
+
+def _config_error(error: Mapping[str, Any], cls: type, values: Mapping[str, Any], source: str) -> ConfigError:
+    """pydantic's first error as one line naming the source, the table, the key and the value given."""
+    *tables, key = [part for part in error["loc"] if isinstance(part, str)]  # not a list item's index
+    for table in tables:
+        cls, values, source = typing.get_type_hints(cls)[table], values[table], f"{source} [{table}]"
+    if error["type"] == "unexpected_keyword_argument":
+        names = [f.name for f in dataclasses.fields(cls)]
+        return ConfigError(f"{source}: unknown key '{key}'{_nearest(key, names)}")
+    hint, value, where = typing.get_type_hints(cls)[key], values[key], f"{source}: key '{key}'"
+    if dataclasses.is_dataclass(hint):
+        return ConfigError(f"{source}: '{key}' must be a table ([{key}])")
+    if typing.get_origin(hint) is Literal:
+        return ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, typing.get_args(hint)))}")
+    if error["type"] == "finite_number":
+        return ConfigError(f"{where}: expected a finite number, got {value!r}")
+    return ConfigError(f"{where}: expected {_EXPECTED[hint]}, got {value!r}")
+
+
+def _nearest(key: str, options: list[str]) -> str:
+    import difflib
+
+    match = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
+    return f"; did you mean '{match[0]}'?" if match else f"; valid keys: {', '.join(sorted(options))}"
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -328,11 +326,10 @@ def read_toml(path: Path) -> dict[str, Any]:
 def env_values(cls: type, env: Mapping[str, str], prefix: str = "MEDCHAT_") -> dict[str, Any]:
     """Collect ``MEDCHAT_*`` variables for the fields of ``cls`` (nested tables included)."""
     out: dict[str, Any] = {}
-    hints = _hints(cls)
-    for name in _fields(cls):
+    for name, hint in typing.get_type_hints(cls).items():
         var = f"{prefix}{name.upper()}"
-        if dataclasses.is_dataclass(hints[name]):
-            nested = env_values(hints[name], env, var + "_")
+        if dataclasses.is_dataclass(hint):
+            nested = env_values(hint, env, var + "_")
             if nested:
                 out[name] = nested
         elif var in env:
@@ -383,58 +380,21 @@ def load_settings(
         raise
 
 
-def field_docs(cls: type = Settings) -> list[tuple[str, Any, str]]:
-    """(dotted key, default, doc) for every setting, for `config init` and `config show`."""
-    rows: list[tuple[str, Any, str]] = []
-    hints = _hints(cls)
-    default = cls()
-    for name, f in _fields(cls).items():
-        if dataclasses.is_dataclass(hints[name]):
-            rows += [(f"{name}.{k}", v, d) for k, v, d in field_docs(hints[name])]
-        else:
-            rows.append((name, getattr(default, name), f.metadata.get("doc", "")))
-    return rows
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return '"' + "".join(_toml_char(c) for c in str(value)) + '"'
-
-
-_TOML_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
-
-
-def _toml_char(c: str) -> str:
-    """One character of a TOML basic string: control characters must be escaped (a newline too)."""
-    if c in _TOML_ESCAPES:
-        return _TOML_ESCAPES[c]
-    if ord(c) < 0x20 or ord(c) == 0x7F:
-        return f"\\u{ord(c):04X}"
-    return c
-
-
 def render_toml(settings: Any, commented: bool = False) -> str:
     """The settings as TOML; with ``commented`` every key is commented out under its doc line."""
-    top: list[str] = []
-    tables: dict[str, list[str]] = {}
-    cls = type(settings)
-    for key, _default, text in field_docs(cls):
-        value = settings
-        for part in key.split("."):
-            value = getattr(value, part)
-        table, _, leaf = key.rpartition(".")
-        lines = tables.setdefault(table, []) if table else top
-        if commented:
-            lines.append(f"# {text}")
-        lines.append(f"{'# ' if commented else ''}{leaf} = {_toml_value(value)}")
-        if commented:
-            lines.append("")
-    out = "\n".join(top).rstrip() + "\n"
-    for table, lines in tables.items():
-        out += f"\n[{table}]\n" + "\n".join(lines).rstrip() + "\n"
-    return out
+    import tomlkit
+
+    def table(obj: Any, into: Any) -> Any:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                into.add(f.name, table(value, tomlkit.table()))
+            elif commented:
+                into.add(tomlkit.comment(f.metadata["doc"]))
+                into.add(tomlkit.comment(f"{f.name} = {tomlkit.item(value).as_string()}"))
+                into.add(tomlkit.nl())
+            else:
+                into.add(f.name, value)
+        return into
+
+    return tomlkit.dumps(table(settings, tomlkit.document())).rstrip("\n") + "\n"

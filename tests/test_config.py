@@ -107,3 +107,103 @@ def test_render_round_trips_strings_with_newlines_and_control_characters():
     s = load_settings({"system_prompt": 'line one\nline "two"\ttab \\ back\x01\x7f end'})
     path = write_config(render_toml(s))
     assert load_settings(config_path=path) == s
+
+
+def test_settings_stay_plain_frozen_dataclasses():
+    import dataclasses
+
+    s = load_settings({"generation.temperature": "0.25"})
+    assert type(s) is Settings and dataclasses.replace(s, model="x").model == "x"
+    assert dataclasses.asdict(s)["generation"]["temperature"] == 0.25
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.model = "x"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[generation]\ntemperature = nan\n", r"\[generation\]: key 'temperature': expected a finite number, got nan"),
+        ("[finetune]\nepochs = inf\n", r"\[finetune\]: key 'epochs': expected a finite number, got inf"),
+        ("history = 1\n", "key 'history': expected true or false, got 1"),
+        ("[generation]\ntop_k = true\n", "key 'top_k': expected an integer, got True"),
+        ("[generation]\nmax_new_tokens = 2.0\n", "expected an integer, got 2.0"),
+        ("model = 1979-05-27\n", r"key 'model': expected a string, got datetime.date\(1979, 5, 27\)"),
+        ('[finetune]\ntarget_modules = "q_proj,v_proj"\n', "expected a list of strings, got 'q_proj,v_proj'"),
+        ('[finetune]\ntarget_modules = ["q_proj", 1]\n', r"expected a list of strings, got \['q_proj', 1\]"),
+        ('backend = "vllm"\n', "key 'backend': 'vllm' is not one of 'auto', 'unsloth', 'hf'$"),
+        ("zzzz = 1\n", "unknown key 'zzzz'; valid keys: adapter, api_key, backend, "),
+        ("[generaton]\ntop_k = 1\n", "unknown key 'generaton'; did you mean 'generation'"),
+    ],
+)
+def test_file_values_must_have_their_toml_type(text, message):
+    path = write_config(text)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_settings()
+    assert str(err.value).startswith(f"{path}") and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "value, expected", [("yes", True), ("on", True), ("1", True), ("TRUE", True), ("0", False), ("no", False),
+                        ("off", False), ("False", False)],
+)
+def test_env_text_converts_to_bool(monkeypatch, value, expected):
+    monkeypatch.setenv("MEDCHAT_HISTORY", value)
+    assert load_settings().history is expected
+
+
+def test_env_text_converts_numbers_and_lists(monkeypatch):
+    monkeypatch.setenv("MEDCHAT_GENERATION_TOP_K", " 5 ")
+    monkeypatch.setenv("MEDCHAT_GENERATION_TEMPERATURE", "1e-2")
+    monkeypatch.setenv("MEDCHAT_FINETUNE_TARGET_MODULES", "q_proj, v_proj,")
+    s = load_settings()
+    assert (s.generation.top_k, s.generation.temperature, s.finetune.target_modules) == (5, 0.01, ("q_proj", "v_proj"))
+    assert load_settings({"finetune.target_modules": "k_proj"}).finetune.target_modules == ("k_proj",)
+
+
+@pytest.mark.parametrize(
+    "var, value, message",
+    [
+        ("MEDCHAT_HISTORY", "maybe", "^environment: key 'history': expected true or false, got 'maybe'$"),
+        ("MEDCHAT_GENERATION_TEMPERATURE", "nan", r"^environment \[generation\]: key 'temperature': expected a finite"),
+        ("MEDCHAT_GENERATION_TOP_P", "inf", "finite number, got 'inf'"),
+        ("MEDCHAT_GENERATION_TOP_K", "1.5", "expected an integer, got '1.5'"),
+        ("MEDCHAT_BACKEND", "HF", "'HF' is not one of 'auto', 'unsloth', 'hf'"),
+    ],
+)
+def test_bad_env_text_is_refused(monkeypatch, var, value, message):
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError, match=message):
+        load_settings()
+
+
+def test_flag_nan_is_refused_and_unknown_flag_key_named():
+    with pytest.raises(ConfigError, match=r"^command line \[generation\]: key 'temperature': expected a finite"):
+        load_settings({"generation.temperature": float("nan")})
+    with pytest.raises(ConfigError, match=r"^command line \[generation\]: unknown key 'tempreature'; did you mean"):
+        load_settings({"generation.tempreature": 1.0})
+
+
+def test_commented_template_has_each_doc_above_its_key():
+    text = render_toml(Settings(), commented=True)
+    assert "# Sampling temperature; 0 means greedy decoding.\n# temperature = 0.6\n" in text
+    assert "\n[generation]\n" in text and "\n[finetune]\n" in text
+    assert '# target_modules = ["q_proj", "k_proj", ' in text and text.endswith("\n") and not text.endswith("\n\n")
+
+
+def test_show_escapes_control_characters():
+    text = render_toml(load_settings({"system_prompt": "a\nb\x01\x1b\x7f"}))
+    assert not any(ord(c) < 0x20 and c != "\n" or ord(c) == 0x7F for c in text)
+    assert 'system_prompt = "a\\nb\\u0001' in text
+
+
+def test_help_loads_neither_pydantic_nor_tomlkit():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom medchat.cli.main import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print([m for m in ('pydantic', 'tomlkit') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
