@@ -112,8 +112,10 @@ class LiveBar:
         console = Console(file=stream, force_terminal=True, force_jupyter=False)
         # Plain colours: rich's default pink bar reads as an error on a 16-colour terminal, its finished green as grey.
         bar = BarColumn(bar_width=20, complete_style="cyan", finished_style="green")
+        # Other writes to stderr (a Ctrl+C notice, library warnings) print above the bar; stdout is left
+        # alone, so `medchat finetune > file` still sends the summary to the file.
         self.progress = Progress(TextColumn("{task.fields[head]}"), bar, TextColumn("{task.fields[status]}"),
-                                 console=console, auto_refresh=False)
+                                 console=console, auto_refresh=False, redirect_stdout=False)
         self.task = None
 
     def start(self, total: int, step: int) -> None:
