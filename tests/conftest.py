@@ -47,10 +47,10 @@ def embedded_model(embedded_model_dir, medchat_home):
 @pytest.fixture(scope="session")
 def embedded_backend(embedded_model_dir):
     """One loaded embedded model shared by read-only slow tests (do not switch its adapter)."""
-    from medchat.engine.backends.hf import HFBackend
-    from medchat.models.loading import load_hf_model
     from medchat.engine.backends.base import BackendInfo
+    from medchat.engine.backends.hf import HFBackend
     from medchat.models.catalog import EMBEDDED, EMBEDDED_ID, ResolvedModel
+    from medchat.models.loading import load_hf_model
 
     resolved = ResolvedModel(EMBEDDED, EMBEDDED_ID, str(embedded_model_dir))
     model, tok = load_hf_model(resolved, device="cpu")

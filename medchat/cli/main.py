@@ -13,13 +13,17 @@ import click
 from click.core import ParameterSource
 
 from medchat import __version__
+from medchat.cli.adapters import adapters
 from medchat.cli.ask import ask
 from medchat.cli.bench import bench
 from medchat.cli.chat import chat
 from medchat.cli.config import config
+from medchat.cli.eval import eval_command
 from medchat.cli.export import export
+from medchat.cli.finetune import finetune
 from medchat.cli.history import history
 from medchat.cli.models import models, pull
+from medchat.cli.recipes import recipes
 from medchat.cli.serve import serve
 from medchat.errors import MedchatError
 
@@ -52,14 +56,8 @@ def cli(ctx: click.Context, debug: bool, **chat_params) -> None:
             f"(medchat {ctx.invoked_subcommand} {flag} ...)", ctx=ctx)
 
 
-for _command in (chat, ask, models, pull, config, history, serve, export, bench):
-    cli.add_command(_command)
-
-
-# Fine-tuning's commands, one module each: cli/finetune.py, adapters.py, recipes.py, eval.py.
-from medchat.cli import adapters as _adapters, eval as _eval, finetune as _finetune, recipes as _recipes  # noqa: E402
-
-for _command in (_finetune.finetune, _adapters.adapters, _recipes.recipes, _eval.eval_command):
+for _command in (chat, ask, models, pull, config, history, serve, export, bench,
+                 finetune, adapters, recipes, eval_command):
     cli.add_command(_command)
 
 

@@ -10,8 +10,9 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Iterator, Sequence
 
-from medchat.config import GenerationSettings
 from medchat.chatformat.messages import Message
+from medchat.chatformat.think import ReasoningSplitter, think_text
+from medchat.config import GenerationSettings
 from medchat.engine.backends.base import Backend, Finished, PromptReady, RawText
 from medchat.engine.events import (
     AnswerDelta,
@@ -21,7 +22,6 @@ from medchat.engine.events import (
     GenerationStats,
     ReasoningDelta,
 )
-from medchat.chatformat.think import ReasoningSplitter, think_text
 from medchat.errors import MedchatError, out_of_memory
 
 if TYPE_CHECKING:

@@ -18,9 +18,9 @@ from typing import Callable
 
 from medchat import __version__
 from medchat.chatformat.think import OPEN
+from medchat.errors import AdapterError, UsageError
 from medchat.store import adapters as adapter_store
 from medchat.store.manifest import read_manifest
-from medchat.errors import AdapterError, UsageError
 
 Say = Callable[[str], None]
 EXPORT_NOTE = "medchat-export.json"
@@ -124,8 +124,8 @@ def export_merged(
         raise AdapterError(f"adapter {adapter_path.name} does not record its base model; pass --model")
 
     from medchat.models.adapters import adapter_prompt_style, attach_adapter, check_adapter_base
-    from medchat.models.loading import load_hf_model, pick_device
     from medchat.models.catalog import resolve_model
+    from medchat.models.loading import load_hf_model, pick_device
 
     device = pick_device(device)
     resolved = resolve_model(base_spec, device=device, offline=offline, progress=say, fallback=False)

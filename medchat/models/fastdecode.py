@@ -325,9 +325,9 @@ class FastDecoder:
         self.int4 = first.qkv.int4  # False when int4 was asked for but the shapes do not allow it
         self._pre_dims = (self.n_heads, self.n_kv, self.head_dim, self.eps, first.qkv.spec(), self.fused_ops)
         self._post_dims = (self.eps, first.o.spec(), first.gate_up.spec(), first.down.spec(), self.fused_ops)
-        if any((l.qkv.spec(), l.o.spec(), l.gate_up.spec(), l.down.spec())
+        if any((layer.qkv.spec(), layer.o.spec(), layer.gate_up.spec(), layer.down.spec())
                != (first.qkv.spec(), first.o.spec(), first.gate_up.spec(), first.down.spec())
-               for l in self.layers):
+               for layer in self.layers):
             raise FastPathUnavailable("layers differ in shape")
         self._capacity = 0
         self._cache: "torch.Tensor | None" = None

@@ -83,8 +83,8 @@ def load_hf_model(
         kwargs["local_files_only"] = True
     if wants_4bit(quantize, device, resolved):
         try:
-            from transformers import BitsAndBytesConfig
             import bitsandbytes  # noqa: F401
+            from transformers import BitsAndBytesConfig
         except ImportError as exc:
             raise HardwareError("4-bit loading needs bitsandbytes: pip install 'medchat[quant]'") from exc
         kwargs["quantization_config"] = BitsAndBytesConfig(

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medchat.engine.events import AnswerDelta, ReasoningDelta
 from medchat.chatformat.think import ReasoningSplitter, split_text
+from medchat.engine.events import AnswerDelta, ReasoningDelta
 
 
 def run(chunks, start_in_reasoning=False):

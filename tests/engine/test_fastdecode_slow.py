@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from medchat.config import GenerationSettings, load_settings
 from medchat.chatformat.messages import Message
+from medchat.config import GenerationSettings, load_settings
 from medchat.engine.events import GenerationDone
 from medchat.engine.session import stream_events
 

@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from medchat.config import load_settings
 from medchat.chatformat.messages import Message
+from medchat.config import load_settings
 from medchat.engine.events import GenerationDone
 from medchat.engine.session import stream_events
 

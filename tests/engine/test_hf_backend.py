@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from medchat.config import GenerationSettings, load_settings
 from medchat.chatformat.messages import Message
+from medchat.config import GenerationSettings, load_settings
 from medchat.engine.events import AnswerDelta, GenerationDone, ReasoningDelta
 from medchat.engine.session import ChatSession, stream_events
 from medchat.errors import AdapterError

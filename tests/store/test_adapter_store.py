@@ -7,9 +7,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from medchat.store import adapters
 from medchat.cli.main import cli
 from medchat.errors import AdapterError
+from medchat.store import adapters
 
 
 def fake_adapter(folder, manifest=None, report=None):

@@ -9,8 +9,8 @@ import pytest
 
 from medchat import paths
 from medchat.engine.backends.fake import FakeBackend
-from medchat.errors import MedchatError
 from medchat.engine.session import ChatSession, turns_for_session
+from medchat.errors import MedchatError
 from medchat.store.history import (
     IN_PROGRESS,
     HistoryStore,

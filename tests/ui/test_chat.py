@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from ui_helpers import GatedBackend, app_with, ask, idle, make_adapter, ready, until
 
 from medchat import paths
 from medchat.config import GenerationSettings
@@ -12,8 +13,6 @@ from medchat.engine.backends.fake import FakeBackend
 from medchat.errors import ModelUnavailable
 from medchat.store.history import HistoryStore, StoredTurn
 from medchat.ui.widgets.turn import TurnView
-
-from ui_helpers import GatedBackend, app_with, ask, idle, make_adapter, ready, until
 
 pytestmark = pytest.mark.anyio
 

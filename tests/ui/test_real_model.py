@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from ui_helpers import ask, until
 
 from medchat.config import GenerationSettings, Settings
 from medchat.engine.backends import open_backend
 from medchat.store.history import HistoryStore
 from medchat.ui.app import make_app
 from medchat.ui.widgets.turn import TurnView
-
-from ui_helpers import ask, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 

@@ -6,11 +6,9 @@ the SVGs under tests/ui/__snapshots__/ before committing them.
 
 from __future__ import annotations
 
-import pytest
+from ui_helpers import GatedBackend, app_with, ask, idle, make_adapter, ready, until
 
 from medchat.engine.backends.fake import FakeBackend
-
-from ui_helpers import GatedBackend, app_with, ask, idle, make_adapter, ready, until
 
 SIZE = (100, 32)
 REASONING = [

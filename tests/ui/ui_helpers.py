@@ -8,8 +8,6 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import pytest
-
 from medchat import paths
 from medchat.config import Settings
 from medchat.engine.backends.base import RawText

@@ -10,6 +10,7 @@ from medchat.chatformat.messages import Message
 from medchat.config import GenerationSettings
 from medchat.engine.events import AnswerDelta, ReasoningDelta
 
+
 @dataclass(frozen=True)
 class PromptReady:
     """First item of a stream: the rendered prompt's size, and whether it pre-fills ``<think>``.

@@ -21,7 +21,6 @@ from medchat.models.adapters import adapter_prompt_style, attach_adapter, check_
 from medchat.models.catalog import ResolvedModel
 from medchat.store import adapters as adapter_store
 
-
 # -------------------------------------------------------------------------------------------------
 # Streaming
 

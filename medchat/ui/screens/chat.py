@@ -29,8 +29,8 @@ from medchat.config import Settings
 from medchat.engine.events import Event, GenerationDone, GenerationFailed
 from medchat.engine.session import ChatSession, turns_for_session
 from medchat.errors import MedchatError, out_of_memory
-from medchat.store.history import HistoryStore, stored_from_turn
 from medchat.safety import notice_text
+from medchat.store.history import HistoryStore, stored_from_turn
 from medchat.ui import clock
 from medchat.ui.messages import (
     AdapterFailed,

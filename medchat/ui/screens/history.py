@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Static
 
 from medchat.errors import MedchatError
 from medchat.paths import atomic_write_text
-from medchat.store.history import HistoryStore, when_text, export
+from medchat.store.history import HistoryStore, export, when_text
 
 
 class HistoryBrowser(ModalScreen[int | None]):
