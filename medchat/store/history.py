@@ -13,7 +13,7 @@ import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from medchat import paths
 from medchat.errors import MedchatError
@@ -298,10 +298,3 @@ def export(conv: Conversation, fmt: str) -> str:
     if fmt == "json":
         return export_json(conv)
     raise MedchatError(f"unknown export format {fmt!r}: use md or json")
-
-
-def iter_rows(store: HistoryStore, limit: int | None = None) -> Iterator[Sequence[str]]:
-    """Rows for `medchat history list`: id, updated, turns, model(+adapter), title."""
-    for c in store.list(limit):
-        model = c.model + (f" + {c.adapter}" if c.adapter else "")
-        yield (str(c.id), when_text(c.updated), str(c.turns), model, c.title)
