@@ -9,6 +9,7 @@ rich comes with Textual and is imported only when a bar is drawn.
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 from dataclasses import dataclass
 from typing import IO, Protocol
@@ -55,15 +56,17 @@ class RateMeter:
         self.marks.append((seconds, tokens))
 
     def recent(self) -> tuple[float | None, float | None]:
-        """(tokens/s, seconds/step) over the last ``window`` steps after the first ``skip``."""
-        usable = self.marks[max(self.skip - 1, 0):] if self.skip else [(0.0, 0)] + self.marks
-        usable = usable[-(self.window + 1):]
-        if len(usable) < 2:
+        """(tokens/s, seconds/step): medians over the last ``window`` steps after the first ``skip``.
+
+        Medians, not totals over the window: compilation can reach into the second and third steps (an
+        H200 run's 8-step window read 1,036 tok/s while training at 10,760), and one slow step must not
+        set the rate or the ETA."""
+        marks = self.marks if self.skip else [(0.0, 0)] + self.marks
+        steps = [(t1 - t0, n1 - n0) for (t0, n0), (t1, n1) in zip(marks, marks[1:])]
+        steps = [(dt, n) for dt, n in steps[max(self.skip - 1, 0):][-self.window:] if dt > 0]
+        if not steps:
             return None, None
-        (t0, n0), (t1, n1) = usable[0], usable[-1]
-        if t1 <= t0:
-            return None, None
-        return (n1 - n0) / (t1 - t0), (t1 - t0) / (len(usable) - 1)
+        return statistics.median(n / dt for dt, n in steps), statistics.median(dt for dt, _ in steps)
 
     def steady(self) -> float | None:
         """The manifest's figure: median tokens/s of the steps after the first three (compilation and
