@@ -322,7 +322,9 @@ class FastDecoder:
                 self.lm_head = _Linear(*cast(_take([head], dev)) if not tied else (self.embed, None), quantize)
             self._rotary = inner.rotary_emb
         first = self.layers[0]
-        self.int4 = first.qkv.int4  # False when int4 was asked for but the shapes do not allow it
+        # Each matrix is int4 only where its shape allows it (SmolLM2's 576 columns: down_proj alone).
+        self.int4_matrices = [name for name in ("qkv", "o", "gate_up", "down") if getattr(first, name).int4]
+        self.int4 = bool(self.int4_matrices)
         self._pre_dims = (self.n_heads, self.n_kv, self.head_dim, self.eps, first.qkv.spec(), self.fused_ops)
         self._post_dims = (self.eps, first.o.spec(), first.gate_up.spec(), first.down.spec(), self.fused_ops)
         if any((layer.qkv.spec(), layer.o.spec(), layer.gate_up.spec(), layer.down.spec())
@@ -351,7 +353,8 @@ class FastDecoder:
     def describe(self) -> str:
         parts = ["medchat decode loop"]
         if self.int4:
-            parts.append("int4 g128 (torchao tile-packed)")
+            where = "" if len(self.int4_matrices) == 4 else f" on {', '.join(self.int4_matrices)} only"
+            parts.append(f"int4 g128{where} (torchao tile-packed)")
         if self.cuda_graphs:
             parts.append("CUDA graphs")
         return ", ".join(parts)
