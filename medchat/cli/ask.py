@@ -109,6 +109,7 @@ def run_ask(settings: "Settings", question: str, *, as_json: bool = False, show_
             "answer": done.answer,
             "model": backend.info.model,
             "adapter": backend.info.adapter or None,
+            "adapter_fidelity": backend.info.adapter_fidelity,
             "backend": backend.info.backend,
             "prompt_tokens": stats.prompt_tokens,
             "completion_tokens": stats.completion_tokens,

@@ -45,6 +45,9 @@ def print_table(result: dict) -> None:
         click.echo(f"{label:<34}{r.get('ttft_s', 0):>10.3f}{r.get('decode_tok_s', 0):>15.1f}"
                    f"{r.get('completion_tokens', 0):>8}")
     click.echo(f"{'medchat --help start-up':<34}{fig['startup_help_s']:>10.3f} s")
+    kept = result.get("backend_info", {}).get("adapter_fidelity")
+    if kept is not None:
+        click.echo(f"{'adapter effect kept (cosine)':<34}{kept:>10.4f}")
     train = fig.get("train")
     if train:
         if "error" in train:

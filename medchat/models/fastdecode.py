@@ -15,8 +15,12 @@ GPU kernels. This module runs the model's own weights through a short, fixed for
 
 Entry points: ``unsupported_reason(model)``, ``FastDecoder(model, quantize=...)``,
 ``FastDecoder.generate(prompt_ids, settings, cancel, eos_ids)`` yielding token ids, and
-``IncrementalDetokenizer`` turning ids into text deltas. A PEFT model's LoRA adapter is merged into
-the weights as they are fused: the decoder reads plain linear weights only.
+``IncrementalDetokenizer`` turning ids into text deltas.
+
+A LoRA adapter stays unmerged, as it was trained: each projection computes its base matmul (16-bit or
+int4) and adds ``scale · (x Aᵀ) Bᵀ`` in 16-bit, inside the same CUDA graph. Rounding a merged update
+into int4 would lose most of it (benchmarks/RESULTS.md §5). ``set_adapter`` swaps the small matrices
+in place, so an adapter switch does not rebuild the decoder.
 
 Building a decoder takes the weights over: the source model's projection weights are released as
 they are fused (memory stays near one copy), so the caller must not use the model afterwards.
@@ -24,6 +28,7 @@ they are fused (memory stays near one copy), so the caller must not use the mode
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Literal, Sequence
@@ -32,6 +37,7 @@ if TYPE_CHECKING:
     import torch
 
     from medchat.config import GenerationSettings
+    from medchat.models.lora import LoraWeights
 
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 Quantize = Literal["none", "int4"]
@@ -88,7 +94,8 @@ def unsupported_reason(model: Any, quantize: Quantize = "none") -> str | None:
 
 
 class _Linear:
-    """Weights of y = x @ W^T (+ b): W plain (any dtype) or int4 tile-packed for aten's tinygemm."""
+    """y = x @ W^T (+ b) (+ LoRA): W plain (any dtype) or int4 tile-packed for aten's tinygemm; the
+    LoRA pair (A [r, in], B [out, r] with the scale folded in) is applied in the activations' dtype."""
 
     def __init__(self, weight: "torch.Tensor", bias: "torch.Tensor | None", quantize: Quantize) -> None:
         import torch
@@ -109,30 +116,38 @@ class _Linear:
             self.weight, self.scale_and_zero = q.qdata, q.scale_and_zero
         else:
             self.weight = weight
-
-    def args(self) -> tuple:
-        """Tensors for ``_mm`` (kept as plain tensors so one compiled graph serves every layer)."""
-        return (self.weight, self.scale_and_zero, self.bias)
+        self.lora_a: "torch.Tensor | None" = None
+        self.lora_b: "torch.Tensor | None" = None
+        self.lora_on = True  # switched off only to measure what the adapter changes (``without_adapter``)
 
     def spec(self) -> tuple[int, bool, int]:
-        """Static facts for ``_mm``: identical for every layer, so compiled code is shared."""
+        """Static facts: identical for every layer (checked), so one decode step serves them all."""
         return (self.out_features, self.int4, self.pad)
 
+    def set_lora(self, a: "torch.Tensor | None", b: "torch.Tensor | None") -> bool:
+        """Use the LoRA pair (a, b), or none. Same shapes: copied into the existing buffers, so captured
+        CUDA graphs stay valid; returns True when they must be captured again."""
+        if a is not None and self.lora_a is not None and a.shape == self.lora_a.shape:
+            self.lora_a.copy_(a)
+            self.lora_b.copy_(b)
+            return False
+        changed = a is not None or self.lora_a is not None
+        self.lora_a, self.lora_b = a, b
+        return changed
+
     def __call__(self, x: "torch.Tensor") -> "torch.Tensor":
-        return _mm(x, *self.args(), self.spec())
+        import torch
 
-
-def _mm(x, weight, scale_and_zero, bias, spec: tuple[int, bool, int]):
-    import torch
-
-    out_features, int4, pad = spec
-    if int4:
-        if pad:
-            x = torch.nn.functional.pad(x, (0, pad))
-        y = torch.ops.aten._weight_int4pack_mm(x, weight, 128, scale_and_zero)[:, :out_features]
-    else:
-        y = torch.nn.functional.linear(x, weight)
-    return y + bias if bias is not None else y
+        if self.int4:
+            xp = torch.nn.functional.pad(x, (0, self.pad)) if self.pad else x
+            y = torch.ops.aten._weight_int4pack_mm(xp, self.weight, 128, self.scale_and_zero)[:, : self.out_features]
+        else:
+            y = torch.nn.functional.linear(x, self.weight)
+        if self.bias is not None:
+            y = y + self.bias
+        if self.lora_a is not None and self.lora_on:
+            y = torch.addmm(y, torch.nn.functional.linear(x, self.lora_a), self.lora_b.t())
+        return y
 
 
 def _rms(x, w, eps: float, fused: bool = False):
@@ -157,11 +172,11 @@ def _rope(x, cos, sin, fused: bool = False):
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
-def _pre_attention(x, ln, qkv_w, qkv_sz, qkv_b, q_norm, k_norm, cos, sin, dims: tuple):
+def _pre_attention(x, ln, qkv: _Linear, q_norm, k_norm, cos, sin, dims: tuple):
     """Norm, fused q/k/v projection, q/k norms (Qwen3), rotary embedding -> q [T,nq,hd], k, v [T,nkv,hd]."""
-    nq, nkv, hd, eps, qkv_spec, fused = dims
+    nq, nkv, hd, eps, fused = dims
     T = x.shape[0]
-    qkv = _mm(_rms(x, ln, eps, fused), qkv_w, qkv_sz, qkv_b, qkv_spec)
+    qkv = qkv(_rms(x, ln, eps, fused))
     v = qkv[:, (nq + nkv) * hd :].view(T, nkv, hd)
     if q_norm is None and fused:  # one rotary pass over q and k together
         qk = _rope(qkv[:, : (nq + nkv) * hd].view(T, nq + nkv, hd), cos, sin, True)
@@ -174,15 +189,14 @@ def _pre_attention(x, ln, qkv_w, qkv_sz, qkv_b, q_norm, k_norm, cos, sin, dims: 
     return _rope(q, cos, sin, fused), _rope(k, cos, sin, fused), v
 
 
-def _post_attention(x, att, o_w, o_sz, o_b, ln, gu_w, gu_sz, gu_b, d_w, d_sz, d_b, dims: tuple):
+def _post_attention(x, att, o: _Linear, ln, gate_up: _Linear, down: _Linear, dims: tuple):
     """Output projection + residual, norm, SwiGLU MLP + residual."""
     import torch
 
-    eps, o_spec, gu_spec, d_spec, fused = dims
-    x = x + _mm(att, o_w, o_sz, o_b, o_spec)
-    gu = _mm(_rms(x, ln, eps, fused), gu_w, gu_sz, gu_b, gu_spec)
-    g, u = gu.chunk(2, dim=-1)
-    return x + _mm(torch.nn.functional.silu(g) * u, d_w, d_sz, d_b, d_spec)
+    eps, fused = dims
+    x = x + o(att)
+    g, u = gate_up(_rms(x, ln, eps, fused)).chunk(2, dim=-1)
+    return x + down(torch.nn.functional.silu(g) * u)
 
 
 def _int4_ok(weight: "torch.Tensor") -> bool:
@@ -202,8 +216,8 @@ class _Layer:
 
 
 def _dense(module: Any, device: Any) -> tuple["torch.Tensor", "torch.Tensor | None"]:
-    """The effective weight and bias of a linear layer on ``device``: a bitsandbytes 4-bit weight
-    is dequantised, and active LoRA adapters are added in (W + scale * B @ A, as PEFT merges)."""
+    """The base weight and bias of a linear layer on ``device`` (a bitsandbytes 4-bit weight is
+    dequantised); a LoRA wrapped around it is left out: the decoder applies it separately."""
     base = getattr(module, "base_layer", module)
     w = base.weight
     if getattr(w, "quant_state", None) is not None:  # bitsandbytes Params4bit
@@ -213,10 +227,6 @@ def _dense(module: Any, device: Any) -> tuple["torch.Tensor", "torch.Tensor | No
     else:
         weight = w.data
     weight = weight.to(device)
-    if base is not module and not getattr(module, "disable_adapters", False) and not getattr(module, "merged", False):
-        for name in module.active_adapters:
-            if name in module.lora_A:
-                weight = weight + module.get_delta_weight(name).to(device=device, dtype=weight.dtype)
     bias = base.bias.data.to(device) if getattr(base, "bias", None) is not None else None
     return weight, bias
 
@@ -260,12 +270,20 @@ class FastDecoder:
         max_context: int | None = None,
         device: Any = None,
         fused_ops: bool | None = None,
+        adapter: "LoraWeights | None" = None,
     ) -> None:
+        """``adapter``: the LoRA to apply; by default the active adapter of a PEFT-wrapped ``model``."""
         import torch
+
+        from medchat.models.lora import UnsupportedLora, lora_from_peft
 
         reason = unsupported_reason(model, quantize)
         if reason:
             raise FastPathUnavailable(reason)
+        try:
+            adapter = adapter if adapter is not None else lora_from_peft(model)
+        except UnsupportedLora as exc:
+            raise FastPathUnavailable(str(exc)) from exc
         model = _unwrap(model)
         cfg = model.config
         inner = model.model
@@ -325,8 +343,16 @@ class FastDecoder:
         # Each matrix is int4 only where its shape allows it (SmolLM2's 576 columns: down_proj alone).
         self.int4_matrices = [name for name in ("qkv", "o", "gate_up", "down") if getattr(first, name).int4]
         self.int4 = bool(self.int4_matrices)
-        self._pre_dims = (self.n_heads, self.n_kv, self.head_dim, self.eps, first.qkv.spec(), self.fused_ops)
-        self._post_dims = (self.eps, first.o.spec(), first.gate_up.spec(), first.down.spec(), self.fused_ops)
+        self._pre_dims = (self.n_heads, self.n_kv, self.head_dim, self.eps, self.fused_ops)
+        self._post_dims = (self.eps, self.fused_ops)
+        # output sizes of the projections fused into each matrix, for placing a LoRA's B blocks
+        self._parts = {"qkv": ("q_proj", "k_proj", "v_proj"), "o": ("o_proj",),
+                       "gate_up": ("gate_proj", "up_proj"), "down": ("down_proj",)}
+        kv = self.n_kv * self.head_dim
+        inter = first.gate_up.out_features // 2
+        self._part_sizes = {"q_proj": self.n_heads * self.head_dim, "k_proj": kv, "v_proj": kv,
+                            "o_proj": first.o.out_features, "gate_proj": inter, "up_proj": inter,
+                            "down_proj": first.down.out_features}
         if any((layer.qkv.spec(), layer.o.spec(), layer.gate_up.spec(), layer.down.spec())
                != (first.qkv.spec(), first.o.spec(), first.gate_up.spec(), first.down.spec())
                for layer in self.layers):
@@ -348,6 +374,78 @@ class FastDecoder:
         self._penalty = torch.ones((), dtype=torch.float32, device=dev)
         self._ranks = torch.arange(self.vocab, device=dev)
         self.lock = threading.Lock()
+        self.adapter_name = ""
+        self.set_adapter(adapter)
+
+    # -- adapter --------------------------------------------------------------------------------
+    def _linears(self) -> "Iterator[tuple[int, str, _Linear]]":
+        for i, layer in enumerate(self.layers):
+            for name in ("qkv", "o", "gate_up", "down"):
+                yield i, name, getattr(layer, name)
+        yield -1, "lm_head", self.lm_head
+
+    def _fused_pair(self, adapter: "LoraWeights", layer: int, name: str) -> tuple[Any, Any]:
+        """(A, B) of the projections fused into one matrix: A's stacked, B's block-diagonal, scales in B."""
+        import torch
+
+        parts = ("lm_head",) if name == "lm_head" else self._parts[name]
+        found = [adapter.get(layer, p) for p in parts]
+        if not any(found):
+            return None, None
+        sizes = [self.vocab] if name == "lm_head" else [self._part_sizes[p] for p in parts]
+        rank = sum(f[0].shape[0] for f in found if f)
+        a = torch.cat([f[0] for f in found if f]).to(self.device, self.dtype)
+        b = torch.zeros(sum(sizes), rank, dtype=self.dtype, device=self.device)
+        row = col = 0
+        for size, f in zip(sizes, found):
+            if f:
+                lora_a, lora_b, scale = f
+                if lora_b.shape != (size, lora_a.shape[0]):
+                    raise FastPathUnavailable(f"adapter {adapter.name}: layer {layer} {name} has a LoRA B of shape "
+                                              f"{tuple(lora_b.shape)}, expected {(size, lora_a.shape[0])}")
+                b[row : row + size, col : col + lora_a.shape[0]] = lora_b.to(self.device, torch.float32) * scale
+                col += lora_a.shape[0]
+            row += size
+        return a, b
+
+    def set_adapter(self, adapter: "LoraWeights | None") -> None:
+        """Apply ``adapter``'s LoRA matrices unmerged (None: the base model alone). Matrices of the same
+        shapes as the current ones are copied in place, keeping the captured CUDA graphs."""
+        import torch
+
+        with self.lock, torch.no_grad():
+            pairs = [(linear, *self._fused_pair(adapter, i, name)) if adapter else (linear, None, None)
+                     for i, name, linear in self._linears()]
+            recapture = False
+            for linear, a, b in pairs:
+                recapture |= linear.set_lora(a, b)
+            if recapture:
+                self._graphs.clear()
+            self.adapter_name = adapter.name if adapter else ""
+
+    @contextlib.contextmanager
+    def without_adapter(self) -> "Iterator[None]":
+        """The base model alone for the duration (eager forwards only; captured graphs keep the adapter)."""
+        linears = [linear for _i, _n, linear in self._linears()]
+        for linear in linears:
+            linear.lora_on = False
+        try:
+            yield
+        finally:
+            for linear in linears:
+                linear.lora_on = True
+
+    def prompt_logits(self, prompt_ids: Sequence[int]) -> "torch.Tensor":
+        """Next-token logits (float32, [len, vocab]) at every position of ``prompt_ids``, without
+        sampling; used to measure what the adapter changes. Overwrites the reusable cache."""
+        import torch
+
+        with self.lock, torch.inference_mode():
+            self._ensure_capacity(len(prompt_ids))
+            self._cached_ids = []
+            ids = torch.tensor(list(prompt_ids), dtype=torch.long, device=self.device)
+            positions = torch.arange(len(prompt_ids), device=self.device)
+            return self._forward(ids, positions, len(prompt_ids), every_position=True)
 
     # -- description ----------------------------------------------------------------------------
     def describe(self) -> str:
@@ -386,8 +484,10 @@ class FastDecoder:
         self._graphs.clear()  # captured graphs point at the old buffers
 
     # -- forward --------------------------------------------------------------------------------
-    def _forward(self, ids: "torch.Tensor", positions: "torch.Tensor", attn_len: int) -> "torch.Tensor":
-        """Logits (float32) of the last of ``ids`` at ``positions``; writes their K/V into the cache."""
+    def _forward(self, ids: "torch.Tensor", positions: "torch.Tensor", attn_len: int,
+                 every_position: bool = False) -> "torch.Tensor":
+        """Logits (float32) of the last of ``ids`` at ``positions`` (of each with ``every_position``);
+        writes their K/V into the cache."""
         import torch
 
         T = ids.shape[0]
@@ -406,8 +506,7 @@ class FastDecoder:
             sdpa_mask = None if causal or (T == 1 and not self.cuda_graphs) else mask
         cache = self._cache
         for i, layer in enumerate(self.layers):
-            q, k, v = _pre_attention(x, layer.ln1, *layer.qkv.args(), layer.q_norm, layer.k_norm, cos, sin,
-                                     self._pre_dims)
+            q, k, v = _pre_attention(x, layer.ln1, layer.qkv, layer.q_norm, layer.k_norm, cos, sin, self._pre_dims)
             kc, vc = cache[i, 0], cache[i, 1]  # [nkv, cap, hd]
             kc.index_copy_(1, positions, k.transpose(0, 1))
             vc.index_copy_(1, positions, v.transpose(0, 1))
@@ -424,10 +523,10 @@ class FastDecoder:
                     attn_mask=sdpa_mask, is_causal=causal, scale=self.scale, enable_gqa=True,
                 )  # [1, nq, T, hd]
                 att = att[0].transpose(0, 1).reshape(T, nq * hd)
-            x = _post_attention(x, att, *layer.o.args(), layer.ln2, *layer.gate_up.args(), *layer.down.args(),
-                                self._post_dims)
-        x = _rms(x[-1:], self.norm, self.eps, self.fused_ops)
-        return self.lm_head(x)[0].to(torch.float32)
+            x = _post_attention(x, att, layer.o, layer.ln2, layer.gate_up, layer.down, self._post_dims)
+        x = _rms(x if every_position else x[-1:], self.norm, self.eps, self.fused_ops)
+        logits = self.lm_head(x).to(torch.float32)
+        return logits if every_position else logits[0]
 
     # -- sampling (HF order: repetition penalty, temperature, top-k, top-p) ----------------------
     def _sample(self, logits: "torch.Tensor", greedy: bool) -> "torch.Tensor":

@@ -1,7 +1,8 @@
 """medchat's own decode loop (medchat.models.fastdecode) on tiny random models, CPU, float32.
 
 The reference is transformers' generate(): greedy tokens must match exactly, for each supported
-architecture, with a LoRA adapter folded in, and with the KV cache reused across calls.
+architecture, with a LoRA adapter applied unmerged (as PEFT does), after switching adapters in place,
+and with the KV cache reused across calls.
 """
 
 from __future__ import annotations
@@ -60,19 +61,87 @@ def test_greedy_tokens_match_generate(kind):
     assert got == want
 
 
-def test_lora_adapter_is_folded_in():
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def with_adapter(seed: int = 1, targets=ALL_LINEAR, kind: str = "llama", **extra):
     from peft import LoraConfig, get_peft_model
 
-    def with_adapter():
-        model = tiny()
-        torch.manual_seed(1)
-        cfg = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
-                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-        return get_peft_model(model, cfg).eval()
+    model = tiny(kind)
+    torch.manual_seed(seed)
+    cfg = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, target_modules=targets, **extra)
+    return get_peft_model(model, cfg).eval()
 
-    want = hf_greedy(with_adapter(), PROMPT, 24)
-    assert want != hf_greedy(tiny(), PROMPT, 24)  # the adapter matters
-    assert list(FastDecoder(with_adapter()).generate(PROMPT, GREEDY)) == want
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_lora_adapter_runs_unmerged_like_peft(kind):
+    want = hf_greedy(with_adapter(kind=kind), PROMPT, 24)
+    assert want != hf_greedy(tiny(kind), PROMPT, 24)  # the adapter matters
+    assert list(FastDecoder(with_adapter(kind=kind)).generate(PROMPT, GREEDY)) == want
+
+
+def test_adapter_read_from_its_folder_equals_the_peft_wrapped_one(tmp_path):
+    from medchat.models.lora import lora_from_peft, read_lora
+
+    peft_model = with_adapter(use_rslora=True, rank_pattern={"down_proj": 2})
+    peft_model.save_pretrained(tmp_path / "a")
+    from_folder, from_model = read_lora(tmp_path / "a", n_layers=2), lora_from_peft(peft_model)
+    assert from_folder.matrices.keys() == from_model.matrices.keys() and len(from_folder.matrices) == 14
+    for key, (a, b, scale) in from_model.matrices.items():
+        fa, fb, fscale = from_folder.matrices[key]
+        assert torch.equal(a, fa) and torch.equal(b, fb) and fscale == pytest.approx(scale)
+
+
+def test_switching_adapters_in_place_equals_a_fresh_decoder(tmp_path):
+    from medchat.models.lora import read_lora
+
+    for seed in (1, 2):
+        with_adapter(seed).save_pretrained(tmp_path / f"a{seed}")
+    only_attention = with_adapter(3, ["q_proj", "v_proj"])
+    only_attention.save_pretrained(tmp_path / "a3")
+    decoder = FastDecoder(tiny())
+    base = list(decoder.generate(PROMPT, GREEDY))
+    for seed in (1, 2, 3, 1):
+        decoder.set_adapter(read_lora(tmp_path / f"a{seed}", n_layers=2))
+        want = hf_greedy(only_attention if seed == 3 else with_adapter(seed), PROMPT, 24)
+        assert list(decoder.generate(PROMPT, GREEDY)) == want, seed
+    decoder.set_adapter(None)
+    assert list(decoder.generate(PROMPT, GREEDY)) == base
+
+
+def test_same_shaped_adapter_is_copied_into_the_same_buffers(tmp_path):
+    from medchat.models.lora import read_lora
+
+    for seed in (1, 2):
+        with_adapter(seed).save_pretrained(tmp_path / f"a{seed}")
+    decoder = FastDecoder(tiny(), adapter=read_lora(tmp_path / "a1", n_layers=2))
+    buffer = decoder.layers[0].qkv.lora_a
+    decoder.set_adapter(read_lora(tmp_path / "a2", n_layers=2))
+    assert decoder.layers[0].qkv.lora_a is buffer  # CUDA graphs captured over it stay valid
+
+
+def test_without_adapter_gives_the_base_logits():
+    decoder, plain = FastDecoder(with_adapter()), FastDecoder(tiny())
+    with decoder.without_adapter():
+        off = decoder.prompt_logits(PROMPT)
+    assert torch.allclose(off, plain.prompt_logits(PROMPT), atol=1e-5)
+    assert not torch.allclose(decoder.prompt_logits(PROMPT), off, atol=1e-3)
+
+
+def test_adapter_whose_tensors_fit_nothing_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from medchat.errors import AdapterError
+    from medchat.models.lora import read_lora
+
+    with_adapter().save_pretrained(tmp_path / "a")
+    weights = tmp_path / "a" / "adapter_model.safetensors"
+    save_file({k.replace("lora_A", "lora_X"): v for k, v in load_file(weights).items()}, weights)
+    with pytest.raises(AdapterError, match="match no layer"):
+        read_lora(tmp_path / "a", n_layers=2)
+    save_file({}, weights)
+    with pytest.raises(AdapterError, match="no LoRA matrices"):
+        read_lora(tmp_path / "a", n_layers=2)
 
 
 def test_cache_reuse_across_turns_gives_the_same_tokens():

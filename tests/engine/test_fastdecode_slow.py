@@ -50,7 +50,7 @@ def test_fast_path_keeps_the_adapters_greedy_tokens(embedded_model, random_adapt
     slow, want = reply("generate", str(random_adapter))
     assert slow.info.decoder.startswith("transformers generate")
     assert text == want and text
-    fast.set_adapter(None)  # rebuilt from the base weights: the adapter's effect is gone
+    fast.set_adapter(None)  # its matrices removed from the running decoder: the effect is gone
     plain = list(stream_events(fast, MSGS, GREEDY))[-1]
     assert plain.reasoning + plain.answer != text
 

@@ -54,6 +54,10 @@ class BackendInfo:
     quantization: str = ""
     context_length: int = 0
     decoder: str = ""  # which decode loop runs: medchat's fast path (and how) or transformers' generate
+    # share of the adapter's effect the decode loop keeps (cosine with PEFT's; medchat.models.fidelity),
+    # None when not probed (no adapter, transformers' generate, or after a switch)
+    adapter_fidelity: float | None = None
+    adapter_warning: str = ""  # set when that share is below medchat.models.fidelity.WARN_BELOW
 
 
 class Backend(Protocol):

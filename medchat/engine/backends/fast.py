@@ -2,12 +2,13 @@
 
 ``open_fast`` decides from the model's config (before any weights load) whether the fast path
 applies, loads the weights the way it needs them (16-bit, or a 4-bit checkpoint to dequantise),
-folds the LoRA adapter in, and returns a ``FastBackend`` -- or ``(None, reason)`` so that the
-caller falls back to transformers' ``generate``. On CUDA the weights become int4 (torchao's
-tile-packed format) unless ``quantize = "none"``.
+and returns a ``FastBackend`` -- or ``(None, reason)`` so that the caller falls back to
+transformers' ``generate``. On CUDA the weights become int4 (torchao's tile-packed format) unless
+``quantize = "none"``.
 
-Switching adapters rebuilds the decoder from the base weights (the adapter is merged, not
-attached): it takes about as long as the first load.
+The LoRA adapter stays unmerged (16-bit, beside the base matmuls), so switching adapters swaps its
+small matrices in the running decoder instead of rebuilding it. When an adapter loads with the model,
+a probe measures how much of its effect the decode loop keeps (``medchat.models.fidelity``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from medchat.config import GenerationSettings, Settings
 from medchat.engine.backends.base import BackendInfo, Finished, PromptReady, RawText, StreamItem
 from medchat.engine.backends.hf import HFBackend
 from medchat.errors import MedchatError
+from medchat.models import fidelity
 from medchat.models.adapters import adapter_prompt_style, attach_adapter, check_adapter_base
 from medchat.models.catalog import ResolvedModel
 from medchat.models.loading import load_for_decoder
@@ -110,19 +112,22 @@ class FastBackend(HFBackend):
         adapter = adapter or None
         if adapter == self._adapter_name:
             return
-        path = None
+        from medchat.models.lora import UnsupportedLora, read_lora
+
+        lora = path = None
         if adapter:
             path = adapter_store.resolve_adapter(adapter)
             check_adapter_base(path, self.resolved)
-        with self._fast_lock:  # the adapter is merged into the weights: rebuild from the base model
-            self.decoder = None
-            _free_gpu()
-            decoder, _tok, info, _husk = _build(self.resolved, self.settings, self.info.device, self.weights,
-                                                path, lambda _m: None)
-            self.decoder, self.info = decoder, info
+            try:
+                lora = read_lora(path, n_layers=len(self.decoder.layers))
+            except UnsupportedLora as exc:
+                raise MedchatError(f"{exc}; start medchat with --decoder generate to use it") from exc
+        with self._fast_lock:  # the adapter is not merged: swap its matrices in the running decoder
+            self.decoder.set_adapter(lora)
             self._adapter_name = adapter
             self.prompt_style = adapter_prompt_style(path, self.resolved)
-            self.info = replace(self.info, adapter=adapter or "")
+            # the probe's reference needs the loaded weights, which the decoder has replaced
+            self.info = replace(self.info, adapter=adapter or "", adapter_fidelity=None, adapter_warning="")
 
     def close(self) -> None:
         self.decoder = None
@@ -140,18 +145,34 @@ def _free_gpu() -> None:
         pass
 
 
+def probe_ids(tokenizer: Any, style: str) -> list[int]:
+    """The fixed prompt the fidelity probe scores, rendered as the chat renders a question."""
+    from medchat.chatformat.prompt import render_prompt
+
+    text = render_prompt(tokenizer, [Message("user", fidelity.PROBE_QUESTION)], style)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 def _build(resolved: ResolvedModel, settings: Settings, device: str, weights: str, adapter_path: Any,
            say: Say) -> tuple[Any, Any, BackendInfo, Any]:
-    """(decoder, tokenizer, info, model husk): load, fold the adapter in, fuse/quantise."""
+    """(decoder, tokenizer, info, model husk): load, attach the adapter, fuse/quantise, probe."""
     from medchat.models.fastdecode import FastDecoder
 
     model, tokenizer = load_for_decoder(resolved, device=device, dtype=settings.dtype)
+    reference = ids = None
     if adapter_path is not None:
         model = attach_adapter(model, adapter_path, resolved).eval()
+        ids = probe_ids(tokenizer, adapter_prompt_style(adapter_path, resolved))
+        reference = fidelity.reference_effect(model, ids)  # before the decoder takes the weights over
     if weights == "int4":
         say("quantising to int4 for the fast decode path")
     decoder = FastDecoder(model, quantize=weights, device=device)  # type: ignore[arg-type]
     _free_gpu()
+    kept = None
+    if reference is not None:
+        kept = fidelity.effect_cosine(reference, fidelity.decoder_effect(decoder, ids))
+        line = fidelity.describe(kept, "int4" if decoder.int4 else str(decoder.dtype).replace("torch.", ""))
+        say(line if kept >= fidelity.WARN_BELOW else f"warning: {line}")
     quant = "int4" if decoder.int4 else "none"
     info = BackendInfo(
         backend="hf",
@@ -162,6 +183,9 @@ def _build(resolved: ResolvedModel, settings: Settings, device: str, weights: st
         quantization=quant,
         context_length=decoder.max_context,
         decoder=decoder.describe(),
+        adapter_fidelity=None if kept is None else round(kept, 4),
+        adapter_warning=f"adapter effect kept {kept:.2f}: try --quantize none"
+        if kept is not None and kept < fidelity.WARN_BELOW else "",
     )
     return decoder, tokenizer, info, model
 

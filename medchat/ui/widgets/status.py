@@ -15,6 +15,7 @@ class StatusBar(Static):
     context_used = reactive(0)
     context_length = reactive(0)
     state = reactive("loading")  # loading · ready · generating · switching adapter · failed
+    warning = reactive("")  # e.g. the decode loop keeps too little of the adapter's effect
 
     def render(self) -> str:
         if not self.model:
@@ -23,6 +24,7 @@ class StatusBar(Static):
             self.backend,
             self.model,
             f"adapter: {self.adapter or 'none (base model)'}",
+            f"⚠ {self.warning}" if self.warning else "",
             self.device,
             f"{self.tok_per_s:.1f} tok/s" if self.tok_per_s else "– tok/s",
             f"ctx {self.context_used}/{self.context_length}" if self.context_length else f"ctx {self.context_used}",
@@ -43,3 +45,4 @@ class StatusBar(Static):
             device += f" {info.quantization}"
         self.device = device
         self.context_length = info.context_length
+        self.warning = getattr(info, "adapter_warning", "")
