@@ -145,8 +145,8 @@ class _Linear:
             y = torch.nn.functional.linear(x, self.weight)
         if self.bias is not None:
             y = y + self.bias
-        if self.lora_a is not None and self.lora_on:
-            y = torch.addmm(y, torch.nn.functional.linear(x, self.lora_a), self.lora_b.t())
+        if self.lora_a is not None and self.lora_on:  # in place: no copy of y (two kernels in all)
+            y = y.contiguous().addmm_(torch.nn.functional.linear(x, self.lora_a), self.lora_b.t())
         return y
 
 
@@ -420,7 +420,7 @@ class FastDecoder:
             for linear, a, b in pairs:
                 recapture |= linear.set_lora(a, b)
             if recapture:
-                self._graphs.clear()
+                self._drop_graphs()
             self.adapter_name = adapter.name if adapter else ""
 
     @contextlib.contextmanager
@@ -481,7 +481,13 @@ class FastDecoder:
             half = self.head_dim // 2
             self._sin = torch.cat((-self._sin[:, :half], self._sin[:, half:]), dim=-1)
         self._capacity = cap
-        self._graphs.clear()  # captured graphs point at the old buffers
+        self._drop_graphs()  # captured graphs point at the old buffers
+
+    def _drop_graphs(self) -> None:
+        """Forget the captured graphs, and their memory pool: CUDA's allocator refuses to capture into a
+        pool whose graphs are all gone."""
+        self._graphs.clear()
+        self._pool = None
 
     # -- forward --------------------------------------------------------------------------------
     def _forward(self, ids: "torch.Tensor", positions: "torch.Tensor", attn_len: int,
