@@ -15,7 +15,8 @@ decode loop exactly what a trained adapter of that rank costs. Pair it, in the s
 ``medchat bench --model MODEL --adapter ADAPTER_A`` (a fresh load with the adapter: the load-time fidelity
 probe, and Unsloth ``for_inference`` with the same adapter).
 
-usage: python benchmarks/adapter_switch.py MODEL [--rank 16] [--tokens 256] [--keep-adapters DIR] [--out FILE | --save]
+usage: python benchmarks/adapter_switch.py MODEL [--rank 16] [--tokens 256] [--lora-op addmm|mv] [--keep-adapters DIR]
+                                           [--out FILE | --save]
 """
 
 from __future__ import annotations
@@ -85,12 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--tokens", type=int, default=256)
     p.add_argument("--b-std", type=float, default=0.01)
+    p.add_argument("--lora-op", default="addmm", choices=("addmm", "mv"),
+                   help="how the decode loop computes one token's LoRA product (fastdecode.LORA_OP)")
     p.add_argument("--keep-adapters", metavar="DIR", help="write the two adapters here (kept) instead of a temp dir")
     args = p.parse_args(argv)
     rec = harness.recorder("adapter_switch", args)
 
+    import medchat.models.fastdecode as fastdecode
     from medchat.config import load_settings
     from medchat.engine.backends import open_local
+
+    fastdecode.LORA_OP = args.lora_op
 
     where = Path(args.keep_adapters or tempfile.mkdtemp(prefix="adapters-"))
     a = write_adapter(args.model, where / "adapter-a", rank=args.rank, seed=1, b_std=args.b_std)

@@ -44,6 +44,7 @@ Quantize = Literal["none", "int4"]
 PREFILL_CHUNK = 512  # tokens per prefill forward: bounds the attention scores' memory
 MIN_BUCKET = 256  # smallest attention length a CUDA graph is captured for
 INT4_ALGORITHM = "tinygemm"  # how int4 scales/zeros are chosen: "tinygemm" (min/max) or "hqq" (optimised)
+LORA_OP = "addmm"  # how one token's LoRA product is computed: "addmm" (two GEMMs) or "mv" (two GEMVs)
 
 
 class FastPathUnavailable(Exception):
@@ -146,7 +147,11 @@ class _Linear:
         if self.bias is not None:
             y = y + self.bias
         if self.lora_a is not None and self.lora_on:  # in place: no copy of y (two kernels in all)
-            y = y.contiguous().addmm_(torch.nn.functional.linear(x, self.lora_a), self.lora_b.t())
+            y = y.contiguous()
+            if LORA_OP == "mv" and x.shape[0] == 1:
+                y[0].addmv_(self.lora_b, torch.mv(self.lora_a, x[0]))
+            else:
+                y.addmm_(torch.nn.functional.linear(x, self.lora_a), self.lora_b.t())
         return y
 
 

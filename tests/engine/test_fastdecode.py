@@ -217,3 +217,11 @@ def test_detokenizer_does_not_hold_invalid_bytes_forever():
     detok = IncrementalDetokenizer(hf)
     assert "".join(detok.push(i) for i in lone[:3]) == ""  # could still become a character
     assert "\ufffd" in detok.push(lone[3])  # four bytes that are no character: shown
+
+
+def test_both_lora_products_give_the_same_tokens(monkeypatch):
+    import medchat.models.fastdecode as fastdecode
+
+    want = list(FastDecoder(with_adapter()).generate(PROMPT, GREEDY))
+    monkeypatch.setattr(fastdecode, "LORA_OP", "mv")
+    assert list(FastDecoder(with_adapter()).generate(PROMPT, GREEDY)) == want
