@@ -313,7 +313,7 @@ def read_toml(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
             return _tomllib().load(fh)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no file (a file where a folder should be: none either)
         return {}
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
