@@ -116,3 +116,9 @@ def test_an_uncreatable_medchat_home_is_one_line_on_first_run(tmp_path):
         last = r.stderr.strip().splitlines()[-1]
         assert r.returncode == 1 and "Traceback" not in r.stderr, (args, r.stderr)
         assert last.startswith("medchat: error: cannot create the folder") and "MEDCHAT_HOME" in last
+
+
+def test_a_seed_beyond_64_bits_is_refused_before_the_model_loads():
+    r = medchat("ask", "--model", "smollm2", "--seed", str(2**70), "hi")
+    assert r.returncode == 2 and "loading" not in r.stderr
+    assert r.stderr.startswith("medchat: error: command line: generation.seed must be -1")
