@@ -68,9 +68,7 @@ def ensure_private_dir(path: Path) -> Path:
     gives the parents the umask's 0755, so ``data/`` would list adapter and run names to everyone).
     Existing folders are left as they are. A folder that cannot be created is one clear error.
     """
-    home = _home()
-    hint = (f"; MEDCHAT_HOME is {home}: point it at a folder you can write" if home
-            else "; set MEDCHAT_HOME to a folder you can write")
+    hint = _home_hint(path)
     missing = []
     for folder in (path, *path.parents):
         if folder.is_dir():
@@ -84,6 +82,16 @@ def ensure_private_dir(path: Path) -> Path:
         except OSError as exc:
             raise MedchatError(f"cannot create the folder {folder}: {exc.strerror or exc}{hint}") from exc
     return path
+
+
+def _home_hint(path: Path) -> str:
+    """For medchat's own folders, how to move them elsewhere; nothing for a folder the user named."""
+    home = _home()
+    if home and path.is_relative_to(home):
+        return f"; MEDCHAT_HOME is {home}: point it at a folder you can write"
+    if any(path.is_relative_to(own) for own in (config_dir(), data_dir(), cache_dir())):
+        return "; set MEDCHAT_HOME to a folder you can write"
+    return ""
 
 
 def atomic_write_text(path: Path, text: str, mode: int = 0o600) -> None:

@@ -44,3 +44,10 @@ def test_a_folder_that_cannot_be_created_is_one_clear_error(monkeypatch, tmp_pat
     monkeypatch.setattr(Path, "mkdir", refuse)
     with pytest.raises(MedchatError, match="cannot create the folder .*: Permission denied; MEDCHAT_HOME is"):
         paths.atomic_write_text(paths.config_file(), "")
+
+
+def test_a_folder_the_user_named_gets_no_medchat_home_hint(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(MedchatError) as err:
+        paths.atomic_write_text(tmp_path / "a-file" / "out" / "x.md", "")
+    assert "a-file is a file, not a folder" in str(err.value) and "MEDCHAT_HOME" not in str(err.value)

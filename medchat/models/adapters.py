@@ -39,6 +39,7 @@ def check_adapter_base(path: Path, resolved: ResolvedModel) -> None:
         f"start medchat with --model {made_for}"
     )
 
+
 # adapter_config.json fields whose type PEFT trusts (a wrong one surfaces as a TypeError deep in layer set-up)
 _INT_FIELDS = ("r",)
 _NUMBER_FIELDS = ("lora_alpha", "lora_dropout")
