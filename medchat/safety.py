@@ -221,10 +221,16 @@ SIGNS: dict[str, list[tuple[re.Pattern[str], ...]]] = {
     "pregnancy": [
         (_p(r"pregnan\w*", r"(?:im|i am|shes|she is|at) \d{1,2} ?(?:weeks|wks|wk)\b", r"\d{1,2} weeks (?:pregnant|gestation)",
             r"(?:just )?had (?:my|the|a|her) baby", r"gave birth", r"post[- ]?partum", r"waters (?:broke|have broken|went|breaking)"),
-         _p(r"bleed\w*", r"blood", r"pain", r"cramp\w*", r"severe headache", r"flashing lights", r"blurr\w+ vision",
+         # Not any pain, swelling or headache: back ache, swollen ankles and mild headaches are common in pregnancy.
+         _p(r"(?<!gums )(?<!gum )(?<!nose )bleed\w*", r"blood(?! pressure| tests?| sugar| type| group)",
+            r"(?:stomach|tummy|period[- ]like|abdominal|belly|bad|severe) cramp\w*", r"cramp\w* (?:in|and) (?:my |her )?(?:tummy|stomach|belly)",
+            r"flashing lights", r"blurr\w+ vision", r"vision (?:changes|problems|is blurr\w*)",
+            r"(?:severe|bad|sharp|constant|terrible|agonising|stomach|tummy|abdominal|belly|pelvic|shoulder|side)\W+(?:\w+\W+){0,2}pain",
+            r"pain\W+(?:\w+\W+){0,3}(?:one side|side|shoulder|tummy|stomach|belly|abdomen|wont go)",
+            r"(?:severe|bad|terrible|worst|sudden) (?:\w+ )?headache", r"headache\W+(?:\w+\W+){0,4}(?:vision|flashing|swell\w*|swollen)",
             r"(?:not|havent|hasnt|cant|didnt) (?:felt|feel) (?:the )?baby", r"baby (?:isnt|hasnt been|is not|not) moving",
             r"(?:reduced|less|fewer|no) (?:fetal |baby )?movements?", _FAINT[3:-1], r"waters (?:broke|have broken|went)", r"clots",
-            r"fits?\b", r"seizure", r"swollen", r"swelling", r"vision", r"headache", r"soak\w+")),
+            r"fits?\b", r"seizure", r"(?:face|hands|fingers)\W+(?:\w+\W+){0,3}(?:swollen|swelling|puffy)", r"sudden swelling", r"soak\w+")),
     ],
     "head-injury": [
         (_p(r"(?:hit|banged|bumped|knocked|smacked|bashed|cracked) (?:his|her|my|their|your|the back of (?:his|her|my)) head",
@@ -232,8 +238,12 @@ SIGNS: dict[str, list[tuple[re.Pattern[str], ...]]] = {
          _p(r"vomit\w*", r"(?:been|being) sick", r"sick \d+ times", r"knocked out", r"unconscious", r"drowsy", r"confus\w+",
             r"fluid", r"warfarin", r"blood thinners?", r"anticoagulant\w*", r"apixaban", r"rivaroxaban", r"seizure", r"fit\b",
             r"bad headache", r"(?:bleeding|blood) from (?:the |his |her |my )?(?:ear|nose)", r"wont wake", r"sleepy")),
-        (_p(r"knocked out", r"(?:car|motorbike|motorcycle|bike|road traffic) (?:crash|accident|collision)", r"hit by (?:a )?(?:car|bus|van|lorry|truck)",
-            r"fell (?:off|from) (?:a |the )?(?:ladder|roof|height|balcony|horse|scaffold)", r"high speed"),),
+        (_p(r"knocked out", r"hit by (?:a )?(?:car|bus|van|lorry|truck)"),),
+        # A high-energy accident (Manchester Triage: significant mechanism of injury) with any injury.
+        (_p(r"(?:car|motorbike|motorcycle|bike|road traffic) (?:crash|accident|collision)", r"high speed",
+            r"fell (?:off|from) (?:a |the )?(?:ladder|roof|height|balcony|horse|scaffold)"),
+         _p(r"hurts?", r"pain\w*", r"bleed\w*", r"blood", r"unconscious", r"neck", r"back", r"head", r"cant (?:move|feel|breathe?)",
+            r"tingl\w*", r"numb\w*", r"confus\w+", r"broken", r"trapped")),
     ],
     "heart-rhythm": [
         (_p(r"palpitations?", r"heart (?:is )?(?:racing|pounding|fluttering|thumping|beating (?:really |very |so )?fast)", r"heart rate (?:of |is |at )?(?:1[5-9]\d|2\d\d)",
