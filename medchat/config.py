@@ -36,6 +36,11 @@ def doc(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
     return field(default=default, metadata={"doc": text}, **kw)
 
 
+# Largest sampling seed: what torch and OpenAI-compatible servers take (a signed 64-bit integer).
+MAX_SEED = 2**63 - 1
+# Largest training seed: transformers' set_seed also seeds NumPy, which takes 32 bits.
+MAX_TRAINING_SEED = 2**32 - 1
+
 # pydantic's settings for the classes below (read when loading): unknown keys and nan/inf are errors.
 _STRICT = {"extra": "forbid", "allow_inf_nan": False}
 
@@ -58,6 +63,8 @@ class GenerationSettings:
     seed: int = doc("Random seed for sampling; -1 picks a fresh one each time.", -1)
 
     def validate(self) -> None:
+        if not -1 <= self.seed <= MAX_SEED:  # checked here, not after the model has loaded
+            raise ConfigError(f"generation.seed must be -1 (a fresh seed) or 0 to {MAX_SEED}, got {self.seed}")
         if self.temperature < 0:
             raise ConfigError(f"generation.temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
@@ -172,6 +179,7 @@ class FinetuneSettings:
             (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
             (self.logging_steps >= 1, "logging_steps must be >= 1"),
             (self.save_steps >= 0, "save_steps must be >= 0"),
+            (0 <= self.seed <= MAX_TRAINING_SEED, f"seed must be between 0 and {MAX_TRAINING_SEED}, got {self.seed}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -223,6 +231,9 @@ class Settings:
     )
 
     def validate(self) -> "Settings":
+        if not self.model.strip():  # an empty value would be read as the current folder
+            raise ConfigError("model is empty: give 'auto', a catalogue name (`medchat models`), a hub id, "
+                              "a folder or a .gguf file")
         self.generation.validate()
         self.finetune.validate()
         return self
@@ -309,11 +320,18 @@ def _nearest(key: str, options: list[str]) -> str:
     return f"; did you mean '{match[0]}'?" if match else f"; valid keys: {', '.join(sorted(options))}"
 
 
-def read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path, required: bool = False) -> dict[str, Any]:
+    """The TOML file at ``path`` as a dict; a missing file is empty, unless ``required``."""
+    import stat
+
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or device would block the read forever
+            raise ConfigError(f"{path}: not a regular file")
         with open(path, "rb") as fh:
             return _tomllib().load(fh)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no file (a file where a folder should be: none either)
+        if required:
+            raise ConfigError(f"the config file {path} does not exist (MEDCHAT_CONFIG names it)") from None
         return {}
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
@@ -321,6 +339,34 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib lets the decode error through
         raise ConfigError(f"{path}: not valid TOML: not UTF-8 text (byte {exc.start})") from exc
+
+
+# MEDCHAT_* variables that are not settings.
+OTHER_VARIABLES = ("MEDCHAT_HOME", "MEDCHAT_CONFIG", "MEDCHAT_DEBUG")
+
+
+def setting_variables(cls: type | None = None, prefix: str = "MEDCHAT_") -> list[str]:
+    """Every ``MEDCHAT_*`` name a setting answers to (``MEDCHAT_GENERATION_TEMPERATURE``, ...)."""
+    names = []
+    for name, hint in typing.get_type_hints(cls or Settings).items():
+        var = f"{prefix}{name.upper()}"
+        names += setting_variables(hint, var + "_") if dataclasses.is_dataclass(hint) else [var]
+    return names
+
+
+def check_variable_names(env: Mapping[str, str]) -> None:
+    """A ``MEDCHAT_*`` variable that names no setting is a typo, not something to ignore."""
+    valid = setting_variables() + list(OTHER_VARIABLES)
+    for name in sorted(env):
+        if name.startswith("MEDCHAT_") and name not in valid:
+            import difflib
+
+            # Compared without the common prefix, which would make every name look alike.
+            match = difflib.get_close_matches(name.removeprefix("MEDCHAT_"), [v.removeprefix("MEDCHAT_") for v in valid],
+                                              n=1, cutoff=0.6)
+            hint = (f"did you mean MEDCHAT_{match[0]}?" if match else
+                    "a setting's variable is MEDCHAT_ + its key in upper case, e.g. MEDCHAT_GENERATION_TOP_P")
+            raise ConfigError(f"environment: unknown variable {name}; {hint}")
 
 
 def env_values(cls: type, env: Mapping[str, str], prefix: str = "MEDCHAT_") -> dict[str, Any]:
@@ -358,10 +404,12 @@ def load_settings(
 ) -> Settings:
     """Defaults < file < MEDCHAT_* env < flags (dotted keys, None = not given)."""
     env = os.environ if env is None else env
-    path = config_path or Path(env.get("MEDCHAT_CONFIG", "") or paths.config_file())
+    check_variable_names(env)
+    named = config_path or (Path(env["MEDCHAT_CONFIG"]).expanduser() if env.get("MEDCHAT_CONFIG") else None)
+    path = named or paths.config_file()
     stages: list[tuple[str, Settings]] = []
     settings = Settings()
-    settings = merge(Settings, settings, read_toml(path), str(path))
+    settings = merge(Settings, settings, read_toml(path, required=named is not None), str(path))
     stages.append((str(path), settings))
     settings = merge(Settings, settings, env_values(Settings, env), "environment", from_text=True)
     stages.append(("environment", settings))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import threading
+
 import pytest
 
 from medchat import paths
@@ -207,3 +211,69 @@ def test_help_loads_neither_pydantic_nor_tomlkit():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"generation.seed": 2**64}, r"^command line: generation.seed must be -1 \(a fresh seed\) or 0 to 9223372036854775807"),
+    ({"generation.seed": -2}, "generation.seed must be -1"),
+    ({"finetune.seed": 2**32}, "finetune.seed must be between 0 and 4294967295"),
+])
+def test_seeds_out_of_range_are_refused_when_settings_load(flags, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(flags)
+    assert load_settings({"generation.seed": 2**63 - 1}).generation.seed == 2**63 - 1
+
+
+def test_a_missing_file_named_by_medchat_config_is_an_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("MEDCHAT_CONFIG", str(tmp_path / "nowhere.toml"))
+    with pytest.raises(ConfigError, match=r"the config file .*nowhere.toml does not exist \(MEDCHAT_CONFIG names it\)"):
+        load_settings()
+    monkeypatch.delenv("MEDCHAT_CONFIG")
+    assert load_settings() == Settings()  # the default file may be absent
+
+
+@pytest.mark.parametrize("var, nearest", [
+    ("MEDCHAT_TEMPERATURE", "did you mean MEDCHAT_GENERATION_TEMPERATURE?"),
+    ("MEDCHAT_MODLE", "did you mean MEDCHAT_MODEL?"),
+    ("MEDCHAT_FINETUNE_LORA_RANK", "did you mean MEDCHAT_FINETUNE_LORA_R"),
+    ("MEDCHAT_XYZ", "MEDCHAT_ + its key in upper case"),
+])
+def test_a_misspelt_variable_is_named_with_the_nearest_valid_one(monkeypatch, var, nearest):
+    monkeypatch.setenv(var, "1")
+    with pytest.raises(ConfigError, match=f"^environment: unknown variable {var}; .*{re.escape(nearest)}"):
+        load_settings()
+
+
+def test_variables_that_are_not_settings_are_known(monkeypatch):
+    for var in ("MEDCHAT_DEBUG", "MEDCHAT_HOME"):
+        monkeypatch.setenv(var, "1")
+    load_settings()
+
+
+def test_an_empty_model_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("MEDCHAT_MODEL", "")
+    with pytest.raises(ConfigError, match="^environment: model is empty: give 'auto'"):
+        load_settings()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_fifo_as_config_file_is_refused_not_read(monkeypatch, tmp_path):
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    monkeypatch.setenv("MEDCHAT_CONFIG", str(fifo))
+    outcome: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            load_settings()
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+
+    reader = threading.Thread(target=load, daemon=True)  # before the fix the read blocked forever
+    reader.start()
+    reader.join(timeout=20)
+    if reader.is_alive():
+        with open(fifo, "w"):  # unblock the reader so the test process can end
+            pass
+        pytest.fail("reading a FIFO as the config file blocked")
+    assert isinstance(outcome[0], ConfigError) and "config.toml: not a regular file" in str(outcome[0])

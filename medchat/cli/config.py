@@ -16,10 +16,12 @@ def config() -> None:
 
 @config.command("path")
 def config_path() -> None:
-    """Print the config file's path."""
+    """Print the config file's path (MEDCHAT_CONFIG's, when it is set)."""
+    import os
+
     from medchat import paths
 
-    click.echo(str(paths.config_file()))
+    click.echo(os.environ.get("MEDCHAT_CONFIG") or str(paths.config_file()))
 
 
 @config.command("show")

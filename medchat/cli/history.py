@@ -53,8 +53,11 @@ def history_export(conversation_id: int, fmt: str, output: str | None) -> None:
     with HistoryStore() as store:
         text = export(store.load(conversation_id), fmt)
     if output:
+        folder = Path(output).expanduser().parent
+        if not folder.is_dir():  # a mistyped folder is more likely than a wish to create one
+            raise MedchatError(f"cannot write {output}: the folder {folder} does not exist (create it first)")
         try:
-            atomic_write_text(Path(output), text)
+            atomic_write_text(Path(output).expanduser(), text)
         except OSError as exc:
             raise MedchatError(f"cannot write {output}: {exc.strerror or exc}") from exc
     else:
@@ -63,9 +66,14 @@ def history_export(conversation_id: int, fmt: str, output: str | None) -> None:
 
 @history.command("rm")
 @click.argument("conversation_id", type=int)
-def history_rm(conversation_id: int) -> None:
-    """Delete a conversation."""
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def history_rm(conversation_id: int, yes: bool) -> None:
+    """Delete a conversation (asks first, like `adapters rm`)."""
     from medchat.store.history import HistoryStore
 
     with HistoryStore() as store:
+        title = store.load(conversation_id).title  # an unknown id fails here, before the question
+        if not yes and not click.confirm(f"delete conversation {conversation_id} ({title!r})?", default=False, err=True):
+            raise click.exceptions.Exit(1)
         store.delete(conversation_id)
+    click.echo(f"deleted conversation {conversation_id}")

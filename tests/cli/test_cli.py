@@ -96,4 +96,29 @@ def test_unwritable_config_or_export_target_is_one_line(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     r = medchat("config", "init", env={"MEDCHAT_HOME": str(blocker / "home")})  # a file where a folder must go
-    assert r.returncode == 1 and r.stderr.startswith("medchat: error: cannot write") and "Traceback" not in r.stderr
+    assert r.returncode == 1 and r.stderr.startswith("medchat: error: cannot ") and "Traceback" not in r.stderr
+
+
+def uncreatable_home(tmp_path) -> str:
+    """A MEDCHAT_HOME that cannot be created: under a read-only folder (root ignores that: under /sys)."""
+    if os.geteuid() == 0:
+        return "/sys/medchat-test-home"
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    return str(locked / "home")
+
+
+def test_an_uncreatable_medchat_home_is_one_line_on_first_run(tmp_path):
+    home = uncreatable_home(tmp_path)
+    for args in (["ask", "--model", "smollm2", "hi"],
+                 ["finetune", "--model", "smollm2", "--dataset", "sample", "--max-steps", "1"]):
+        r = medchat(*args, env={"MEDCHAT_HOME": home})
+        last = r.stderr.strip().splitlines()[-1]
+        assert r.returncode == 1 and "Traceback" not in r.stderr, (args, r.stderr)
+        assert last.startswith("medchat: error: cannot create the folder") and "MEDCHAT_HOME" in last
+
+
+def test_a_seed_beyond_64_bits_is_refused_before_the_model_loads():
+    r = medchat("ask", "--model", "smollm2", "--seed", str(2**70), "hi")
+    assert r.returncode == 2 and "loading" not in r.stderr
+    assert r.stderr.startswith("medchat: error: command line: generation.seed must be -1")

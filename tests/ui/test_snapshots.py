@@ -19,7 +19,7 @@ ANSWER = [
     "**Most likely:** acute myocardial infarction.\n\n", "First steps:\n\n", "1. Call emergency services\n",
     "2. Aspirin 300 mg chewed, unless allergic\n", "3. 12-lead ECG within 10 minutes\n",
 ]
-QUESTION = "A 58-year-old has crushing chest pain radiating to the left arm with sweating. Diagnosis?"
+QUESTION = "My dad (58) has crushing chest pain radiating to his left arm and is sweating. Diagnosis?"
 
 
 async def ready_steady(pilot):
