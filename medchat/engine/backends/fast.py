@@ -62,6 +62,8 @@ def plan_fast(settings: Settings, resolved: ResolvedModel, device: str) -> tuple
 class FastBackend(HFBackend):
     """HFBackend whose generation runs through a FastDecoder (same prompts, same events)."""
 
+    generate_batch = None  # the decoder runs one conversation at a time; evaluation loads with "generate"
+
     def __init__(self, decoder: Any, model: Any, tokenizer: Any, resolved: ResolvedModel, info: BackendInfo,
                  settings: Settings, weights: str, adapter: str | None) -> None:
         super().__init__(model, tokenizer, resolved, info)

@@ -156,6 +156,18 @@ class HFBackend:
             raise error
         yield Finished(len(new_ids), self._finish_reason(new_ids, settings, cancel))
 
+    def generate_batch(self, conversations: Sequence[Sequence[Message]], settings: Any, *,
+                       cancel: threading.Event | None = None, progress: Any = None) -> list[Any]:
+        """Greedy replies to many conversations at once (``medchat.engine.batched``), with this
+        backend's prompt style and active adapter; ``settings`` is a ``BatchSettings``."""
+        import torch
+
+        from medchat.engine.batched import generate_batch
+
+        prompts = [self.render(m) for m in conversations]
+        with self._lock, torch.inference_mode(), self._adapter_context():
+            return generate_batch(self.model, self.tokenizer, prompts, settings, cancel=cancel, progress=progress)
+
     def _finish_reason(self, ids: list[int], settings: GenerationSettings, cancel: threading.Event) -> str:
         if ids and ids[-1] in self._eos_ids:
             return "stop"
