@@ -207,3 +207,14 @@ def test_help_loads_neither_pydantic_nor_tomlkit():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_think_budget_is_checked():
+    import pytest as _pytest
+
+    from medchat.config import GenerationSettings
+    from medchat.errors import ConfigError
+
+    GenerationSettings(think_budget=0).validate()
+    with _pytest.raises(ConfigError, match="think_budget must be >= -1"):
+        GenerationSettings(think_budget=-2).validate()

@@ -57,6 +57,42 @@ class _Row:
         self.tail = ""
 
 
+def _observe(tokenizer: Any, row: _Row, token: int) -> None:
+    """The row generated ``token``: update its reasoning state."""
+    if row.in_reasoning:
+        row.reasoning_tokens += 1
+    row.tail = (row.tail + tokenizer.decode([token], skip_special_tokens=False))[-_WINDOW:]
+    if row.in_reasoning and CLOSE in row.tail:
+        row.in_reasoning, row.closed, row.tail = False, True, ""
+    elif not row.opened and OPEN in row.tail:
+        row.in_reasoning, row.opened, row.tail = True, True, ""
+
+
+def _due(row: _Row, budget: int) -> bool:
+    return row.in_reasoning and budget >= 0 and row.reasoning_tokens >= budget
+
+
+class BudgetTracker:
+    """One reply's thinking budget, for a decode loop that feeds it token by token (the fast decoder):
+    ``due()`` says when to stop and write ``close_ids``; ``closed()`` after writing them."""
+
+    def __init__(self, tokenizer: Any, in_reasoning: bool, budget: int) -> None:
+        self.tokenizer = tokenizer
+        self.row = _Row(in_reasoning)
+        self.budget = budget
+        self.close_ids: list[int] = tokenizer(CLOSE_TEXT, add_special_tokens=False)["input_ids"]
+
+    def feed(self, token: int) -> bool:
+        _observe(self.tokenizer, self.row, token)
+        return self.due()
+
+    def due(self) -> bool:
+        return _due(self.row, self.budget)
+
+    def closed(self) -> None:
+        self.row.in_reasoning, self.row.closed, self.row.budget_hit, self.row.tail = False, True, True, ""
+
+
 class ThinkBudget:
     """A logits processor: per row, count reasoning tokens and force ``</think>`` at the budget.
 
@@ -72,14 +108,7 @@ class ThinkBudget:
         self.close_ids = tokenizer(CLOSE_TEXT, add_special_tokens=False)["input_ids"]
 
     def observe(self, row: _Row, token: int) -> None:
-        """The row generated ``token``: update its reasoning state."""
-        if row.in_reasoning:
-            row.reasoning_tokens += 1
-        row.tail = (row.tail + self.tokenizer.decode([token], skip_special_tokens=False))[-_WINDOW:]
-        if row.in_reasoning and CLOSE in row.tail:
-            row.in_reasoning, row.closed, row.tail = False, True, ""
-        elif not row.opened and OPEN in row.tail:
-            row.in_reasoning, row.opened, row.tail = True, True, ""
+        _observe(self.tokenizer, row, token)
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         generated = input_ids.shape[1] - self.start
@@ -94,8 +123,7 @@ class ThinkBudget:
                         row.in_reasoning, row.closed, row.tail = False, True, ""
                 else:
                     self.observe(row, last[i])
-            if (not row.forced and row.in_reasoning and self.budget >= 0
-                    and row.reasoning_tokens >= self.budget):
+            if not row.forced and _due(row, self.budget):
                 row.forced = list(self.close_ids)
                 row.budget_hit = True
             if row.forced:

@@ -121,6 +121,14 @@ class HFBackend:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if settings.repetition_penalty != 1.0:
             kwargs["repetition_penalty"] = settings.repetition_penalty
+        if settings.think_budget >= 0:  # close the reasoning at the budget, while decoding
+            from transformers import LogitsProcessorList
+
+            from medchat.engine.batched import ThinkBudget
+
+            in_reasoning = opens_in_reasoning(prompt) and not continue_final
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [ThinkBudget(self.tokenizer, [in_reasoning], n_prompt, settings.think_budget)])
 
         def run() -> None:
             try:
