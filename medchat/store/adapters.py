@@ -119,9 +119,10 @@ def latest_eval_line(manifest: Manifest) -> str:
     def pct(v: Any) -> str:
         return "–" if v is None else f"{100 * v:.0f}%"
 
-    text = f"{ev.get('benchmark_name') or ev.get('benchmark')} {pct(base.get('accuracy'))}→{pct(tuned.get('accuracy'))}"
+    name = str(ev.get("benchmark_name") or ev.get("benchmark"))
     p = (ev.get("paired") or {}).get("mcnemar_p")
-    return text + (f" (p={p:.2g})" if isinstance(p, (int, float)) else "") + f" n={ev.get('rows')}"
+    return (f"{pct(base.get('accuracy'))}→{pct(tuned.get('accuracy'))} {name} n={ev.get('rows')}"
+            + (f" p={p:.2g}" if isinstance(p, (int, float)) else ""))
 
 
 # -------------------------------------------------------------------------------------------------
