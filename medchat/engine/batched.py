@@ -57,11 +57,11 @@ class _Row:
         self.tail = ""
 
 
-def _observe(tokenizer: Any, row: _Row, token: int) -> None:
-    """The row generated ``token``: update its reasoning state."""
+def _observe(row: _Row, text: str) -> None:
+    """The row generated a token that decodes to ``text``: update its reasoning state."""
     if row.in_reasoning:
         row.reasoning_tokens += 1
-    row.tail = (row.tail + tokenizer.decode([token], skip_special_tokens=False))[-_WINDOW:]
+    row.tail = (row.tail + text)[-_WINDOW:]
     if row.in_reasoning and CLOSE in row.tail:
         row.in_reasoning, row.closed, row.tail = False, True, ""
     elif not row.opened and OPEN in row.tail:
@@ -83,7 +83,7 @@ class BudgetTracker:
         self.close_ids: list[int] = tokenizer(CLOSE_TEXT, add_special_tokens=False)["input_ids"]
 
     def feed(self, token: int) -> bool:
-        _observe(self.tokenizer, self.row, token)
+        _observe(self.row, self.tokenizer.decode([token], skip_special_tokens=False))
         return self.due()
 
     def due(self) -> bool:
@@ -107,22 +107,21 @@ class ThinkBudget:
         self.budget = budget
         self.close_ids = tokenizer(CLOSE_TEXT, add_special_tokens=False)["input_ids"]
 
-    def observe(self, row: _Row, token: int) -> None:
-        _observe(self.tokenizer, row, token)
-
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         generated = input_ids.shape[1] - self.start
-        last = input_ids[:, -1].tolist() if generated > 0 else None
+        texts = None
+        if generated > 0:  # one call into the tokenizer for every row's newest token
+            texts = self.tokenizer.batch_decode([[t] for t in input_ids[:, -1].tolist()], skip_special_tokens=False)
         forced_rows: list[int] = []
         forced_ids: list[int] = []
         for i, row in enumerate(self.rows):
-            if last is not None:
+            if texts is not None:
                 if row.forced:
                     row.forced.pop(0)  # the token just generated was the forced one
                     if not row.forced:
                         row.in_reasoning, row.closed, row.tail = False, True, ""
                 else:
-                    self.observe(row, last[i])
+                    _observe(row, texts[i])
             if not row.forced and _due(row, self.budget):
                 row.forced = list(self.close_ids)
                 row.budget_hit = True

@@ -21,6 +21,9 @@ class Tok:
     def decode(self, ids, skip_special_tokens=False):
         return "".join(VOCAB[i] for i in ids)
 
+    def batch_decode(self, seqs, skip_special_tokens=False):
+        return [self.decode(s) for s in seqs]
+
 
 def run(budget: int, prefer: list[str], opened: list[bool], steps: int) -> tuple[ThinkBudget, list[list[str]]]:
     """Greedy loop: each row's model always wants ``prefer[row]``; returns the texts produced."""
