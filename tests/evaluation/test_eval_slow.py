@@ -113,3 +113,9 @@ def test_adapter_paired_with_contamination_manifest_and_card(embedded_model, sto
     assert "medqa.jsonl" in listed.output and "n=3" in listed.output
     shown = CliRunner().invoke(cli, ["adapters", "show", "demo"])
     assert "medqa.jsonl (3 rows)" in shown.output
+
+
+def test_adapter_on_its_own_held_out_rows(embedded_model, stored_adapter):
+    out = run_eval("--adapter", "demo")  # no --benchmark: the held-out rows the manifest records
+    assert out["benchmark"] == "heldout" and out["rows"] == 1 and out["contaminated"] == 0
+    assert out["base"]["rows"] == 1 and out["adapter"]["scored"] == 0 and out["paired"] is None
