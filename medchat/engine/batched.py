@@ -45,7 +45,7 @@ class BatchSettings:
 
 
 class _Row:
-    __slots__ = ("in_reasoning", "opened", "closed", "reasoning_tokens", "forced", "budget_hit", "tail")
+    __slots__ = ("in_reasoning", "opened", "closed", "reasoning_tokens", "forced", "budget_hit", "tail", "done")
 
     def __init__(self, in_reasoning: bool) -> None:
         self.in_reasoning = in_reasoning
@@ -55,6 +55,7 @@ class _Row:
         self.forced: list[int] = []
         self.budget_hit = False
         self.tail = ""
+        self.done = False  # the row generated EOS: generate pads it from here on
 
 
 def _observe(row: _Row, text: str) -> None:
@@ -100,8 +101,10 @@ class ThinkBudget:
     tokens begin (the prompts are left-padded to one width).
     """
 
-    def __init__(self, tokenizer: Any, rows: Sequence[bool], start: int, budget: int) -> None:
+    def __init__(self, tokenizer: Any, rows: Sequence[bool], start: int, budget: int,
+                 eos_ids: Sequence[int] = ()) -> None:
         self.tokenizer = tokenizer
+        self.eos = set(eos_ids)
         self.rows = [_Row(r) for r in rows]
         self.start = start
         self.budget = budget
@@ -109,12 +112,18 @@ class ThinkBudget:
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         generated = input_ids.shape[1] - self.start
-        texts = None
+        texts = last = None
         if generated > 0:  # one call into the tokenizer for every row's newest token
-            texts = self.tokenizer.batch_decode([[t] for t in input_ids[:, -1].tolist()], skip_special_tokens=False)
+            last = input_ids[:, -1].tolist()
+            texts = self.tokenizer.batch_decode([[t] for t in last], skip_special_tokens=False)
         forced_rows: list[int] = []
         forced_ids: list[int] = []
         for i, row in enumerate(self.rows):
+            if row.done:
+                continue
+            if last is not None and last[i] in self.eos and not row.forced:
+                row.done = True  # finished: what generate appends from now on is padding
+                continue
             if texts is not None:
                 if row.forced:
                     row.forced.pop(0)  # the token just generated was the forced one
@@ -205,7 +214,7 @@ def _run_batch(model: Any, tokenizer: Any, prompts: list[str], settings: BatchSe
             tokenizer.pad_token = None
     enc = enc.to(model.device)
     start = int(enc["input_ids"].shape[1])
-    budget = ThinkBudget(tokenizer, [opens_in_reasoning(p) for p in prompts], start, settings.think_budget)
+    budget = ThinkBudget(tokenizer, [opens_in_reasoning(p) for p in prompts], start, settings.think_budget, eos)
     generated = model.generate(
         **enc,
         max_new_tokens=settings.max_new_tokens,

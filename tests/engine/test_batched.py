@@ -55,6 +55,15 @@ def test_budget_zero_closes_at_once_and_no_limit_never_forces():
     assert texts[0] == ["word"] * 6 and not proc.rows[0].budget_hit
 
 
+def test_a_finished_row_is_left_alone():
+    proc = ThinkBudget(Tok(), [True], start=1, budget=2, eos_ids=[0])
+    ids = torch.zeros((1, 1), dtype=torch.long)
+    for word in ["word", "<pad>", "<pad>", "<pad>"]:  # EOS (id 0) after one token, then padding
+        ids = torch.cat([ids, torch.tensor([[VOCAB.index(word)]])], dim=1)
+        proc(ids, torch.zeros((1, len(VOCAB))))
+    assert proc.rows[0].reasoning_tokens == 1 and not proc.rows[0].budget_hit
+
+
 def test_reasoning_the_model_opens_itself_is_counted():
     proc = ThinkBudget(Tok(), [False], start=1, budget=2)
     ids = torch.zeros((1, 1), dtype=torch.long)

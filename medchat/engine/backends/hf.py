@@ -128,7 +128,7 @@ class HFBackend:
 
             in_reasoning = opens_in_reasoning(prompt) and not continue_final
             kwargs["logits_processor"] = LogitsProcessorList(
-                [ThinkBudget(self.tokenizer, [in_reasoning], n_prompt, settings.think_budget)])
+                [ThinkBudget(self.tokenizer, [in_reasoning], n_prompt, settings.think_budget, self._eos_ids)])
 
         def run() -> None:
             try:
