@@ -61,6 +61,11 @@ class GenerationSettings:
         1.0,
     )
     seed: int = doc("Random seed for sampling; -1 picks a fresh one each time.", -1)
+    think_budget: int = doc(
+        "Reasoning tokens per reply before medchat writes </think> itself and the model answers "
+        "(enforced while decoding on local models); 0 = answer without reasoning, -1 = no limit.",
+        -1,
+    )
 
     def validate(self) -> None:
         if not -1 <= self.seed <= MAX_SEED:  # checked here, not after the model has loaded
@@ -73,6 +78,8 @@ class GenerationSettings:
             raise ConfigError(f"generation.top_k must be >= 0, got {self.top_k}")
         if self.max_new_tokens < 1:
             raise ConfigError(f"generation.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.think_budget < -1:
+            raise ConfigError(f"generation.think_budget must be >= -1 (-1 = no limit), got {self.think_budget}")
         if self.repetition_penalty <= 0:
             raise ConfigError(
                 f"generation.repetition_penalty must be > 0, got {self.repetition_penalty}"

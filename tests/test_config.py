@@ -277,3 +277,14 @@ def test_a_fifo_as_config_file_is_refused_not_read(monkeypatch, tmp_path):
             pass
         pytest.fail("reading a FIFO as the config file blocked")
     assert isinstance(outcome[0], ConfigError) and "config.toml: not a regular file" in str(outcome[0])
+
+
+def test_think_budget_is_checked():
+    import pytest as _pytest
+
+    from medchat.config import GenerationSettings
+    from medchat.errors import ConfigError
+
+    GenerationSettings(think_budget=0).validate()
+    with _pytest.raises(ConfigError, match="think_budget must be >= -1"):
+        GenerationSettings(think_budget=-2).validate()

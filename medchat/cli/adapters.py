@@ -27,15 +27,16 @@ def adapters_list(as_json: bool) -> None:
         for a in found:
             click.echo(json.dumps({"name": a.name, "path": str(a.path), "base_model": a.base_model,
                                    "created": a.created, "dataset": a.dataset, "rows": a.rows,
-                                   "final_loss": a.final_loss}))
+                                   "final_loss": a.final_loss, "latest_eval": a.latest_eval}))
         return
     if not found:
         click.echo("no adapters yet: create one with `medchat finetune --model smollm2 --dataset sample`")
     else:
-        rows = [("NAME", "BASE MODEL", "DATA", "ROWS", "LOSS", "CREATED")]
+        rows = [("NAME", "BASE MODEL", "DATA", "ROWS", "LOSS", "CREATED", "LATEST EVAL (base→adapter)")]
         for a in sorted(found, key=lambda a: a.created):
             loss = f"{a.final_loss:.3f}" if isinstance(a.final_loss, (int, float)) else "–"
-            rows.append((a.name, a.base_model, a.dataset.rsplit("/", 1)[-1] or "–", str(a.rows), loss, a.created[:16]))
+            rows.append((a.name, a.base_model, a.dataset.rsplit("/", 1)[-1] or "–", str(a.rows), loss, a.created[:16],
+                         a.latest_eval or "–"))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
         for r in rows:
             click.echo("  ".join(f"{c:<{w}}" for c, w in zip(r, widths)) + "  " + r[-1])
@@ -49,7 +50,7 @@ def adapters_list(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest and report card as JSON.")
 def adapters_show(name: str, as_json: bool) -> None:
     """An adapter's manifest: base model, data, settings, losses, report card."""
-    from medchat.cli.reports import print_report
+    from medchat.cli.reports import format_eval_line, print_evaluation, print_report
     from medchat.store.adapters import read_report, resolve_adapter
     from medchat.store.manifest import read_manifest
 
@@ -89,9 +90,13 @@ def adapters_show(name: str, as_json: bool) -> None:
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         click.echo(f"  {key:<{width}}  {value}")
+    if manifest.evaluations:
+        click.echo("\n  evaluations (latest last):")
+        for ev in manifest.evaluations[-5:]:
+            click.echo(f"    {ev.get('created', '')[:16]}  {format_eval_line(ev)}")
     if report:
         click.echo("")
-        print_report(report)
+        (print_report if "summary" in report else print_evaluation)(report)
     elif data.eval_indices:
         click.echo("\n  no report card yet: run `medchat eval --adapter " + path.name + "`")
     else:

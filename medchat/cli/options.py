@@ -30,6 +30,8 @@ GENERATION_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--max-new-tokens", "generation.max_new_tokens", click.IntRange(min=1), "Token budget per reply."),
     ("--repetition-penalty", "generation.repetition_penalty", click.FloatRange(min=0, min_open=True), "Repeat penalty."),
     ("--seed", "generation.seed", int, "Sampling seed (-1 = random)."),
+    ("--think-budget", "generation.think_budget", click.IntRange(min=-1),
+     "Reasoning tokens before </think> is forced (0 = no reasoning, -1 = no limit)."),
     ("--system", "system_prompt", str, "System prompt."),
 ]
 

@@ -39,6 +39,8 @@ def print_summary(manifest: "Manifest", path: Path, out: IO[str] | None = None) 
 
 
 def format_eval_line(summary: dict[str, Any]) -> str:
+    if "closed_rate" in (summary.get("base") or {}):  # an evaluation entry (medchat eval's shape)
+        return _evaluation_line(summary)
     base, tuned = summary.get("base", {}), summary.get("adapter", {})
     text = f"closes </think> and answers: base {_pct(base.get('share_closed'))} → adapter {_pct(tuned.get('share_closed'))}"
     if tuned.get("mc_rows"):
@@ -90,3 +92,55 @@ def print_report(report: dict[str, Any], out: IO[str] | None = None) -> None:
     print(f"  {'':<{width}}  {'base':>8}  {'adapter':>8}", file=out)
     for label, b, a in rows:
         print(f"  {label:<{width}}  {b:>8}  {a:>8}", file=out)
+
+
+def _evaluation_line(ev: dict[str, Any]) -> str:
+    base, tuned, paired = ev.get("base") or {}, ev.get("adapter") or {}, ev.get("paired") or {}
+    text = (f"{ev.get('benchmark_name') or ev.get('benchmark')} ({ev.get('rows')} rows): closes </think> and answers "
+            f"{_pct(base.get('closed_rate'))} → {_pct(tuned.get('closed_rate'))}")
+    if base.get("scored"):
+        text += f"; accuracy {_pct(base.get('accuracy'))} → {_pct(tuned.get('accuracy'))}"
+        if paired.get("mcnemar_p") is not None:
+            text += f" (McNemar p {paired['mcnemar_p']:.2g})"
+    return text
+
+
+def print_evaluation(report: dict[str, Any], out: IO[str] | None = None) -> None:
+    """An evaluation: one column per model, then the paired difference."""
+    out = out or sys.stdout
+    sides = [s for s in ("base", "adapter") if report.get(s)]
+
+    def ci(v: Any) -> str:
+        return f"[{100 * v[0]:.0f}, {100 * v[1]:.0f}]" if v else "–"
+
+    def num(v: Any) -> str:
+        return "–" if v is None else f"{v:g}"
+
+    measures = [
+        ("accuracy", lambda s: _pct(s.get("accuracy"))),
+        ("  95% interval", lambda s: ci(s.get("ci95"))),
+        ("scored rows (correct)", lambda s: f"{s.get('scored')} ({s.get('correct')})"),
+        ("extraction failures", lambda s: f"{s.get('extraction_failures')} ({_pct(s.get('extraction_failure_rate'))})"),
+        ("closes </think> then answers", lambda s: _pct(s.get("closed_rate"))),
+        ("cut off in the reasoning", lambda s: _pct(s.get("cut_in_reasoning_rate"))),
+        ("thinking budget hit", lambda s: _pct(s.get("budget_hit_rate"))),
+        ("reasoning tokens (median)", lambda s: num(s.get("median_reasoning_tokens"))),
+        ("answer tokens (median)", lambda s: num(s.get("median_answer_tokens"))),
+        ("generated tok/s", lambda s: num(s.get("tokens_per_second"))),
+    ]
+    budget = report.get("think_budget")
+    print(f"{report.get('benchmark_name') or report.get('benchmark')}: {report.get('rows')} rows "
+          f"({report.get('skipped')} without a gold answer skipped, {report.get('contaminated')} in the training "
+          f"data removed); greedy, think budget {'none' if budget is None or budget < 0 else budget}, "
+          f"{report.get('max_new_tokens')} new tokens, prompt style {report.get('prompt_style')}", file=out)
+    width = max(len(m[0]) for m in measures)
+    print(f"  {'':<{width}}" + "".join(f"  {s:>12}" for s in sides), file=out)
+    for label, fn in measures:
+        print(f"  {label:<{width}}" + "".join(f"  {fn(report[s]):>12}" for s in sides), file=out)
+    paired = report.get("paired")
+    if paired:
+        lo, hi = paired["ci95"]
+        print(f"  adapter − base: {100 * paired['difference']:+.1f} points, 95% interval [{100 * lo:+.1f}, "
+              f"{100 * hi:+.1f}], McNemar exact p = {paired['mcnemar_p']:.3g}", file=out)
+    if report.get("report"):
+        print(f"  report: {report['report']}", file=out)

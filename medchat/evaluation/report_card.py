@@ -1,8 +1,9 @@
-"""The report card: base model vs adapter on held-out rows, greedy, through the chat engine itself.
+"""The report card: load base + adapter once, run the paired evaluation (``run.py``) batched, and make
+the report. `medchat eval` and the end of `medchat finetune` (on the held-out rows) both come here.
 
-Measures what a medical reasoning fine-tune is for: does the reply close ``</think>`` and then answer,
-how long are reasoning and answer, and — on rows with multiple-choice options and a gold letter — is
-the answer right. (ROUGE against the reference barely moves after such fine-tunes; these do.)
+Measures what a medical reasoning fine-tune is for: is the answer right (read strictly from the text
+after ``</think>``), does the reply close ``</think>`` and then answer, how long are reasoning and
+answer, and how often the thinking budget or the token limit cut it short.
 """
 
 from __future__ import annotations
@@ -12,125 +13,102 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from medchat.chatformat.example import Example, predicted_letter
-from medchat.config import GenerationSettings, Settings
+from medchat.chatformat.example import Example
+from medchat.config import Settings
+from medchat.evaluation.benchmarks import Benchmark, Item, heldout_items
+from medchat.evaluation.run import EvalSettings, evaluate
 
 Say = Callable[[str], None]
+ANSWER_ALLOWANCE = 512  # tokens after the thinking budget for the answer itself
+NO_BUDGET_TOKENS = 2048
 
 
-@dataclasses.dataclass
-class Reply:
-    reasoning: str
-    answer: str
-    reasoning_tokens: int
-    answer_tokens: int
-    finish_reason: str
-    error: str = ""
+def default_max_new_tokens(think_budget: int) -> int:
+    return think_budget + ANSWER_ALLOWANCE if think_budget >= 0 else NO_BUDGET_TOKENS
 
 
-def closed_and_answered(reply: Reply) -> bool:
-    """The reply reasoned, closed ``</think>`` and then gave a non-empty answer."""
-    return bool(reply.reasoning.strip()) and bool(reply.answer.strip()) and reply.finish_reason != "length_in_reasoning"
-
-
-def generate(backend: Any, settings: Settings, style_system: str, question: str, max_new_tokens: int) -> Reply:
-    from medchat.chatformat.messages import Message
-    from medchat.engine.events import GenerationDone, GenerationFailed
-    from medchat.engine.session import stream_events
-
-    gen = GenerationSettings(temperature=0.0, max_new_tokens=max_new_tokens, repetition_penalty=1.0, seed=0)
-    messages = ([Message("system", style_system)] if style_system else []) + [Message("user", question)]
-    for event in stream_events(backend, messages, gen):
-        if isinstance(event, GenerationDone):
-            s = event.stats
-            return Reply(event.reasoning, event.answer, s.reasoning_tokens, s.answer_tokens, s.finish_reason)
-        if isinstance(event, GenerationFailed):
-            return Reply(event.reasoning, event.answer, 0, 0, "error", event.error)
-    return Reply("", "", 0, 0, "error", "no result")  # pragma: no cover - stream_events always ends
-
-
-def score(replies: Sequence[Reply], examples: Sequence[Example], reasoning_style: bool) -> dict[str, Any]:
-    n = len(replies)
-    closed = sum(closed_and_answered(r) for r in replies)
-    mc = [(r, ex) for r, ex in zip(replies, examples) if ex.options and ex.gold]
-    correct = sum(predicted_letter(r.answer, ex.options) == ex.gold for r, ex in mc)
-
-    def mean(values: list[float]) -> float:
-        return round(sum(values) / len(values), 1) if values else 0.0
-
-    return {
-        "rows": n,
-        "closed_and_answered": closed,
-        "share_closed": round(closed / n, 3) if n and reasoning_style else None,
-        "reasoning_tokens_mean": mean([r.reasoning_tokens for r in replies]),
-        "answer_tokens_mean": mean([r.answer_tokens for r in replies]),
-        "reasoning_chars_mean": mean([len(r.reasoning) for r in replies]),
-        "answer_chars_mean": mean([len(r.answer) for r in replies]),
-        "hit_token_limit": sum(r.finish_reason in ("length", "length_in_reasoning") for r in replies),
-        "errors": sum(bool(r.error) for r in replies),
-        "mc_rows": len(mc),
-        "mc_correct": correct,
-        "accuracy": round(correct / len(mc), 3) if mc else None,
-    }
-
-
-def evaluate_backend(
-    backend: Any,
-    settings: Settings,
-    adapter: str,
-    examples: Sequence[Example],
-    style: str,
-    max_new_tokens: int,
-    say: Say,
-) -> dict[str, Any]:
-    """Run every held-out question through the base model, then the adapter, with the same prompt."""
-    from medchat.chatformat.prompt import get_style
-
-    plain = get_style(style)
-    reasoning_style = plain.reasoning if plain is not None else True
-    sides: dict[str, list[Reply]] = {}
-    t0 = time.perf_counter()
-    for side in ("base", "adapter"):
-        backend.set_adapter(adapter if side == "adapter" else None)
-        backend.prompt_style = style  # the base gets the trained prompt too: a like-for-like comparison
-        replies = []
-        for i, ex in enumerate(examples, 1):
-            say(f"report card: {side} {i}/{len(examples)}")
-            replies.append(generate(backend, settings, settings.system_prompt, ex.question, max_new_tokens))
-        sides[side] = replies
-    summary = {side: score(replies, examples, reasoning_style) for side, replies in sides.items()}
-    rows = [
-        {
-            "question": ex.question,
-            "gold": ex.gold,
-            **{f"{side}_{k}": v for side in sides for k, v in (
-                ("reasoning", sides[side][i].reasoning[:600]),
-                ("answer", sides[side][i].answer[:600]),
-                ("finish", sides[side][i].finish_reason),
-            )},
-        }
-        for i, ex in enumerate(examples)
-    ]
-    return {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "prompt_style": style,
-        "max_new_tokens": max_new_tokens,
-        "decoding": "greedy",
-        "seconds": round(time.perf_counter() - t0, 1),
-        "summary": summary,
-        "rows": rows,
-    }
-
-
-def evaluate_adapter(settings: Settings, adapter_dir: Path, examples: Sequence[Example], style: str, say: Say) -> dict[str, Any]:
-    """Load base + adapter through the chat engine's local backend and compare them."""
+def open_eval_backend(settings: Settings, adapter_path: Path | None, say: Say) -> Any:
+    """The base model (+ adapter) through transformers' ``generate``: the batched path needs the model
+    itself, which medchat's one-conversation fast decoder does not keep."""
     from medchat.engine.backends import open_local
 
-    local = dataclasses.replace(settings, adapter=str(adapter_dir), endpoint="")
-    backend = open_local(local, say)
+    local = dataclasses.replace(settings, adapter=str(adapter_path) if adapter_path else "", endpoint="",
+                                decoder="generate")
+    return open_local(local, say)
+
+
+def evaluate_items(backend: Any, bench: Benchmark, items: Sequence[Item], adapter_path: Path | None,
+                   settings: EvalSettings, say: Say, *, style: str | None = None, seed: int = 0,
+                   contaminated: int = 0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(report, per-row records) for ``items`` on a loaded backend."""
+    from medchat.evaluation.record import versions
+
+    t0 = time.perf_counter()
+    summary, records = evaluate(backend, items, settings, str(adapter_path) if adapter_path else None, say,
+                                style=style)
+    info = backend.info
+    name = Path(bench.name).name if Path(bench.name).suffix else bench.name
+    report = {
+        "benchmark": bench.name,
+        "rows": len(items),
+        "skipped": bench.skipped,
+        "contaminated": contaminated,
+        "think_budget": settings.think_budget,
+        **summary,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "benchmark_name": name,
+        "benchmark_id": bench.name if "/" in bench.name and not Path(bench.name).exists() else name,
+        "benchmark_sha256": bench.digest,
+        "shape": bench.shape,
+        "split": bench.split,
+        "notes": list(bench.notes),
+        "max_new_tokens": settings.max_new_tokens,
+        "batch_size": settings.batch_size,
+        "seed": seed,
+        "decoding": "greedy",
+        "prompt_style": summary.pop("prompt_style"),
+        "model": info.model,
+        "adapter_path": str(adapter_path) if adapter_path else "",
+        "device": info.device,
+        "quantization": info.quantization,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "versions": versions(),
+    }
+    return report, records
+
+
+def run_evaluation(settings: Settings, adapter_path: Path | None, bench: Benchmark, items: Sequence[Item], *,
+                   think_budget: int, max_new_tokens: int | None, batch_size: int | None, seed: int,
+                   contaminated: int, style: str | None, say: Say) -> dict[str, Any]:
+    """`medchat eval`: load, evaluate, save the report and rows, record in the adapter; the report."""
+    from medchat.evaluation.record import record_in_adapter, reports_dir, save_report
+
+    backend = open_eval_backend(settings, adapter_path, say)
     try:
-        return evaluate_backend(backend, settings, str(adapter_dir), examples, style,
-                                settings.finetune.eval_max_new_tokens, say)
+        device = backend.info.device
+        es = EvalSettings(max_new_tokens or default_max_new_tokens(think_budget), think_budget,
+                          batch_size or (64 if device == "cuda" else 8), settings.system_prompt)
+        report, records = evaluate_items(backend, bench, items, adapter_path, es, say, style=style, seed=seed,
+                                         contaminated=contaminated)
     finally:
         backend.close()
+    path = save_report(report, records, reports_dir(adapter_path, settings.model), relative_to=adapter_path)
+    say(f"report: {path} (every row: {path.with_suffix('.jsonl')})")
+    if adapter_path is not None and record_in_adapter(adapter_path, report):
+        say(f"recorded in {adapter_path.name}'s manifest and model card (README.md)")
+    return report
 
+
+def evaluate_adapter(settings: Settings, adapter_dir: Path, examples: Sequence[Example], indices: Sequence[int],
+                     style: str, say: Say) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The end-of-training report card: base vs adapter on the held-out rows, batched, through the
+    same code as `medchat eval`. The caller saves it (the adapter folder is not in place yet)."""
+    ft = settings.finetune
+    bench = Benchmark("heldout", "heldout", heldout_items(examples, indices))
+    backend = open_eval_backend(settings, adapter_dir, say)
+    try:
+        es = EvalSettings(ft.eval_max_new_tokens, -1, 64 if backend.info.device == "cuda" else 8,
+                          settings.system_prompt)
+        return evaluate_items(backend, bench, bench.items, adapter_dir, es, say, style=style)
+    finally:
+        backend.close()

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from medchat.config import Settings
 from medchat.errors import DataError, Interrupted, MedchatError
+from medchat.evaluation.model_card import write_card
 from medchat.finetune import data as D
 from medchat.finetune.plan import Plan, Say, check_disk, make_plan, resolve
 from medchat.store import adapters as store
@@ -126,6 +127,7 @@ def run_finetune(settings: Settings, *, name: str = "", recipe: str = "", resume
             optional_step(manifest, "report card", lambda: report_card(plan, tmp, manifest, say), say,
                           f"medchat eval --adapter {plan.name}")
         write_manifest(tmp, manifest)
+        write_card(tmp, manifest)  # README.md: the hub model card (replaces PEFT's empty template)
         final = store.commit_save(tmp, plan.name)
     except BaseException:
         store.abort_save(tmp)
@@ -142,11 +144,17 @@ def run_finetune(settings: Settings, *, name: str = "", recipe: str = "", resume
 
 
 def report_card(plan: Plan, adapter_dir: Path, manifest: Manifest, say: Say) -> None:
+    """Base vs adapter on the held-out rows, through `medchat eval`'s code (batched)."""
+    from medchat.evaluation.record import manifest_entry, save_report
     from medchat.evaluation.report_card import evaluate_adapter
 
-    report = evaluate_adapter(plan.settings, adapter_dir, plan.eval_examples(), plan.style, say)
+    report, records = evaluate_adapter(plan.settings, adapter_dir, plan.eval_examples(), plan.selection.eval,
+                                       plan.style, say)
+    save_report(report, records, adapter_dir / "evals", relative_to=adapter_dir)
     store.write_report(adapter_dir, report)
-    manifest.eval = report["summary"]
+    entry = manifest_entry(report)
+    manifest.eval = entry
+    manifest.evaluations.append(entry)
 
 
 def optional_step(manifest: Manifest, what: str, step: Callable[[], None], say: Say, later: str) -> None:

@@ -125,7 +125,8 @@ def push(plan: Plan, adapter_dir: Path, say: Say) -> list[str]:
     pushed = []
     say(f"pushing the adapter to {repo}")
     api.create_repo(repo, private=True, exist_ok=True)
-    api.upload_folder(repo_id=repo, folder_path=str(adapter_dir), ignore_patterns=["merged/*"])
+    # evals/ holds benchmark questions and every reply: the model card carries the figures instead
+    api.upload_folder(repo_id=repo, folder_path=str(adapter_dir), ignore_patterns=["merged/*", "evals/*"])
     pushed.append(repo)
     if (adapter_dir / "merged").is_dir():
         merged_repo = f"{repo}-merged"

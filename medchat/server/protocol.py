@@ -215,6 +215,7 @@ class ChatCompletionBody(_Strict):
     seed: Optional[Integer] = Field(None, ge=0, le=MAX_SEED)
     max_tokens: Optional[Integer] = None
     max_completion_tokens: Optional[Integer] = None
+    think_budget: Optional[Integer] = Field(None, ge=-1)  # medchat's: reasoning tokens before </think> is forced
     stop: Optional[list[str]] = Field(None, max_length=MAX_STOPS)
 
     @field_validator("model")
@@ -375,6 +376,8 @@ def parse_chat_request(
         changes["repetition_penalty"] = body.repetition_penalty
     if body.seed is not None:
         changes["seed"] = body.seed
+    if body.think_budget is not None:
+        changes["think_budget"] = body.think_budget
     budget = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     if budget is not None:
         changes["max_new_tokens"] = budget

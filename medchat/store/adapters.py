@@ -30,6 +30,7 @@ class AdapterSummary:
     dataset: str = ""
     rows: int = 0
     final_loss: float | None = None
+    latest_eval: str = ""  # the latest `medchat eval` figures, one short line
 
 
 def store_dir() -> Path:
@@ -102,9 +103,26 @@ def list_adapters() -> list[AdapterSummary]:
                 dataset=manifest.dataset.id,
                 rows=manifest.dataset.rows_used,
                 final_loss=manifest.losses.final_train,
+                latest_eval=latest_eval_line(manifest),
             )
         )
     return out
+
+
+def latest_eval_line(manifest: Manifest) -> str:
+    """``medqa.jsonl 41%→48% (p=0.03) n=500``: the latest evaluation, for lists and pickers."""
+    if not manifest.evaluations:
+        return ""
+    ev = manifest.evaluations[-1]
+    base, tuned = ev.get("base") or {}, ev.get("adapter") or {}
+
+    def pct(v: Any) -> str:
+        return "–" if v is None else f"{100 * v:.0f}%"
+
+    name = str(ev.get("benchmark_name") or ev.get("benchmark"))
+    p = (ev.get("paired") or {}).get("mcnemar_p")
+    return (f"{pct(base.get('accuracy'))}→{pct(tuned.get('accuracy'))} {name} n={ev.get('rows')}"
+            + (f" p={p:.2g}" if isinstance(p, (int, float)) else ""))
 
 
 # -------------------------------------------------------------------------------------------------

@@ -84,6 +84,8 @@ class Manifest(_Record):
     notes: list[str] = Field(default_factory=list)
     tensorboard_logs: str = ""
     eval: Optional[dict[str, Any]] = None  # the report card's summary (report.json has it all)
+    # `medchat eval` results, oldest first: benchmark, its file hash, rows, settings, versions, figures
+    evaluations: list[dict[str, Any]] = Field(default_factory=list)
     pushed_to: list[str] = Field(default_factory=list)  # hub repos the adapter went to
 
     @model_validator(mode="before")
@@ -100,7 +102,7 @@ class Manifest(_Record):
 
     def to_json(self) -> str:
         data = self.model_dump(mode="python")
-        for optional in ("tensorboard_logs", "eval", "pushed_to"):  # written only when there is one
+        for optional in ("tensorboard_logs", "eval", "evaluations", "pushed_to"):  # written only when there is one
             if not data[optional]:
                 data.pop(optional)
         return json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"

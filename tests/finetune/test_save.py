@@ -29,7 +29,7 @@ def test_push_sends_the_adapter_and_the_merged_model_to_private_repos(monkeypatc
     assert S.push(p, tmp_path, lambda m: None) == ["me/medbot", "me/medbot-merged"]
     assert calls == [
         ("token", "hf_test"),
-        ("create", "me/medbot", True, True), ("upload", "me/medbot", str(tmp_path), ["merged/*"]),
+        ("create", "me/medbot", True, True), ("upload", "me/medbot", str(tmp_path), ["merged/*", "evals/*"]),
         ("create", "me/medbot-merged", True, True), ("upload", "me/medbot-merged", str(tmp_path / "merged"), None),
     ]
 

@@ -155,3 +155,21 @@ def test_any_json_request_is_accepted_or_refused_with_a_4xx(body, messages):
         return
     request.generation.validate()
     assert request.messages and 1 <= request.generation.max_new_tokens <= 4096
+
+
+def test_think_budget_per_request():
+    import json as _json
+
+    import pytest as _pytest
+
+    from medchat.config import GenerationSettings
+    from medchat.server.protocol import ApiError, ModelTable, parse_chat_request
+
+    def parse(**extra):
+        raw = _json.dumps({"messages": [{"role": "user", "content": "hi"}], **extra}).encode()
+        return parse_chat_request(raw, ModelTable({"m": None}, "m"), GenerationSettings(), 4096)
+
+    assert parse(think_budget=256).generation.think_budget == 256
+    assert parse().generation.think_budget == -1  # the server's default: no limit
+    with _pytest.raises(ApiError):
+        parse(think_budget=-5)

@@ -70,7 +70,9 @@ def test_finished_turn(snap_compare, frozen_clocks):
 def test_adapter_picker(snap_compare, frozen_clocks):
     make_adapter("med-r1-lora", "HuggingFaceTB/SmolLM2-135M-Instruct", rows=500, loss=1.482)
     make_adapter("cardio-qa", "HuggingFaceTB/SmolLM2-135M-Instruct", rows=1200, loss=0.973,
-                 created="2026-11-21T18:30:00")
+                 created="2026-11-21T18:30:00",
+                 evaluations=[{"benchmark_name": "medqa", "rows": 500, "base": {"accuracy": 0.412},
+                               "adapter": {"accuracy": 0.478}, "paired": {"mcnemar_p": 0.031}}])
     app = app_with(FakeBackend([]), model="fake-model")
 
     async def run_before(pilot):

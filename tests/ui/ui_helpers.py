@@ -66,7 +66,8 @@ class GatedBackend(FakeBackend):
             yield item
 
 
-def make_adapter(name: str, base: str, *, rows: int = 120, loss: float = 1.234, created: str = "2026-11-20T10:00:00") -> Path:
+def make_adapter(name: str, base: str, *, rows: int = 120, loss: float = 1.234, created: str = "2026-11-20T10:00:00",
+                 evaluations: list | None = None) -> Path:
     """A minimal stored adapter folder (config, weights file, manifest) for picker tests."""
     d = paths.adapters_dir() / name
     d.mkdir(parents=True)
@@ -79,6 +80,7 @@ def make_adapter(name: str, base: str, *, rows: int = 120, loss: float = 1.234, 
                 "created": created,
                 "dataset": {"id": "medical-o1-sample", "rows_used": rows},
                 "losses": {"final_train": loss},
+                "evaluations": evaluations or [],
             }
         )
     )

@@ -64,6 +64,8 @@ def plan_fast(settings: Settings, resolved: ResolvedModel, device: str) -> tuple
 class FastBackend(HFBackend):
     """HFBackend whose generation runs through a FastDecoder (same prompts, same events)."""
 
+    generate_batch = None  # the decoder runs one conversation at a time; evaluation loads with "generate"
+
     def __init__(self, decoder: Any, model: Any, tokenizer: Any, resolved: ResolvedModel, info: BackendInfo,
                  settings: Settings, weights: str, adapter: str | None) -> None:
         super().__init__(model, tokenizer, resolved, info)
@@ -96,8 +98,13 @@ class FastBackend(HFBackend):
             )
         count = 0
         with self._fast_lock:
-            for text, n in stream_text(self.decoder, self.tokenizer, ids, replace(settings, max_new_tokens=budget),
-                                       cancel, self._eos_ids):
+            if settings.think_budget >= 0:
+                pieces = self._budgeted(ids, settings, budget, cancel,
+                                        opens_in_reasoning(prompt) and not continue_final)
+            else:
+                pieces = stream_text(self.decoder, self.tokenizer, ids, replace(settings, max_new_tokens=budget),
+                                     cancel, self._eos_ids)
+            for text, n in pieces:
                 count += n
                 yield RawText(text, n)
         if cancel.is_set():
@@ -107,6 +114,44 @@ class FastBackend(HFBackend):
         else:
             reason = "stop"
         yield Finished(count, reason)
+
+    def _budgeted(self, ids: list[int], settings: GenerationSettings, budget: int, cancel: threading.Event,
+                  in_reasoning: bool) -> Iterator[tuple[str, int]]:
+        """(text, tokens) like ``stream_text``, with the thinking budget: at the budget the decode stops,
+        ``</think>`` is appended to the token ids, and decoding resumes from there (the decoder reuses
+        the KV cache of the shared prefix, so only the closing tokens are prefilled)."""
+        from medchat.engine.batched import CLOSE_TEXT, BudgetTracker
+        from medchat.models.fastdecode import IncrementalDetokenizer
+
+        tracker = BudgetTracker(self.tokenizer, in_reasoning, settings.think_budget)
+        prompt, left = list(ids), budget
+        while left > 0 and not cancel.is_set():
+            generated: list[int] = []
+            if not tracker.due():
+                detok, pending = IncrementalDetokenizer(self.tokenizer), 0
+                run = self.decoder.generate(prompt, replace(settings, max_new_tokens=left), cancel, self._eos_ids)
+                try:
+                    for tok in run:
+                        generated.append(tok)
+                        pending += 1
+                        text = detok.push(tok)
+                        if text:
+                            yield text, pending
+                            pending = 0
+                        if tracker.feed(tok):
+                            break
+                finally:
+                    run.close()
+                tail = detok.flush()
+                if tail or pending:
+                    yield tail, pending
+                if not tracker.due():
+                    return  # EOS, the token limit or a cancel: the reply is over
+            close = tracker.close_ids
+            yield CLOSE_TEXT, len(close)
+            tracker.closed()
+            prompt += generated + close
+            left -= len(generated) + len(close)
 
     def set_adapter(self, adapter: str | None) -> None:
         adapter = adapter or None

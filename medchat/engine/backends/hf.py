@@ -121,6 +121,14 @@ class HFBackend:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if settings.repetition_penalty != 1.0:
             kwargs["repetition_penalty"] = settings.repetition_penalty
+        if settings.think_budget >= 0:  # close the reasoning at the budget, while decoding
+            from transformers import LogitsProcessorList
+
+            from medchat.engine.batched import ThinkBudget
+
+            in_reasoning = opens_in_reasoning(prompt) and not continue_final
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [ThinkBudget(self.tokenizer, [in_reasoning], n_prompt, settings.think_budget, self._eos_ids)])
 
         def run() -> None:
             try:
@@ -155,6 +163,18 @@ class HFBackend:
         if error is not None:
             raise error
         yield Finished(len(new_ids), self._finish_reason(new_ids, settings, cancel))
+
+    def generate_batch(self, conversations: Sequence[Sequence[Message]], settings: Any, *,
+                       cancel: threading.Event | None = None, progress: Any = None) -> list[Any]:
+        """Greedy replies to many conversations at once (``medchat.engine.batched``), with this
+        backend's prompt style and active adapter; ``settings`` is a ``BatchSettings``."""
+        import torch
+
+        from medchat.engine.batched import generate_batch
+
+        prompts = [self.render(m) for m in conversations]
+        with self._lock, torch.inference_mode(), self._adapter_context():
+            return generate_batch(self.model, self.tokenizer, prompts, settings, cancel=cancel, progress=progress)
 
     def _finish_reason(self, ids: list[int], settings: GenerationSettings, cancel: threading.Event) -> str:
         if ids and ids[-1] in self._eos_ids:

@@ -1,5 +1,5 @@
-"""The adapter picker: the adapters in the store (base model, date, data set, rows, final loss) and
-"none" (the bare base model). Dismisses with the chosen adapter name, "" for the base model, or None."""
+"""The adapter picker: the adapters in the store (base model, date, data set, rows, final loss, latest
+`medchat eval` figures) and "none" (the bare base model). Dismisses with the chosen adapter name, "" for the base model, or None."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ class AdapterPicker(ModalScreen[str | None]):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("", "Adapter", "Base model", "Created", "Data set", "Rows", "Loss")
+        table.add_columns("", "Adapter", "Latest eval (base→adapter)", "Base model", "Created", "Data set", "Rows", "Loss")
         adapters = self._adapters
         error = self._error
         if adapters is None:
@@ -60,15 +60,15 @@ class AdapterPicker(ModalScreen[str | None]):
             except Exception as exc:  # noqa: BLE001 - an unreadable store must not break the chat
                 adapters, error = [], f"cannot read the adapter store: {exc}"
         mark = lambda is_current: "●" if is_current else " "  # noqa: E731
-        table.add_row(mark(not self.current), "none", "base model only", "", "", "", "", key=BASE_KEY)
+        table.add_row(mark(not self.current), "none", "", "base model only", "", "", "", "", key=BASE_KEY)
         current_row = 0
         for i, a in enumerate(adapters, 1):
             is_current = bool(self.current) and self.current in (a.name, str(a.path))
             if is_current:
                 current_row = i
             table.add_row(
-                mark(is_current), a.name, _short(a.base_model), _date(a.created), _short(a.dataset) if a.dataset else "–",
-                str(a.rows) if a.rows else "–", _loss(a.final_loss), key=a.name,
+                mark(is_current), a.name, a.latest_eval or "–", _short(a.base_model), _date(a.created),
+                _short(a.dataset) if a.dataset else "–", str(a.rows) if a.rows else "–", _loss(a.final_loss), key=a.name,
             )
         if not adapters:
             self.query_one(".modal-hint", Static).update(
