@@ -143,6 +143,10 @@ class Group:
                 raise HardwareError(f"rank {self.ranks.rank} was given GPU {self.ranks.local_rank}, but this machine "
                                     f"shows {torch.cuda.device_count()}; start at most that many processes")
             torch.cuda.set_device(self.ranks.local_rank)
+        else:
+            # accelerate names a CPU rank's device "cpu:<n>", which torch.load cannot map a resumed
+            # checkpoint's optimizer onto; plain "cpu" is the same memory.
+            os.environ.setdefault("ACCELERATE_TORCH_DEVICE", "cpu")
         # accelerate's state is the one the Trainer joins later (same backend choice, same timeout).
         from accelerate import PartialState
 
