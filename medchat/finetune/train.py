@@ -252,7 +252,9 @@ def make_callback(plan: Plan, stop: StopFlag, stream=None, show: bool = True):
             self.meter.add(self.seconds, self.tokens)
             if self.first_step is None:
                 self.first_step = self.seconds
-                display.note(f"first step took {clock(self.seconds)} (compilation and warm-up); "
+            elif len(self.meter.marks) == 2 and self.first_step > max(5.0, 2 * (self.seconds - self.first_step)):
+                # Said once the second step shows what a step costs (on a CPU the first one is no slower).
+                display.note(f"first step took {clock(self.first_step)} (compilation and warm-up); "
                              "the rate shown leaves it out")
             scheduler = kw.get("lr_scheduler")
             lr = scheduler.get_last_lr()[0] if scheduler is not None else None

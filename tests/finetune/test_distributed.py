@@ -1,17 +1,15 @@
 """Multi-GPU launches without launching: ranks from the environment, who speaks, the per-step agreement,
-resuming with the same number of ranks, the --gpus command line and the compile caches."""
+resuming with the same number of ranks and the --gpus command line."""
 
 from __future__ import annotations
 
 import json
-import os
 from types import SimpleNamespace
 
 import pytest
 
 from medchat.cli.main import main
 from medchat.errors import DataError, HardwareError, Interrupted, UsageError
-from medchat.finetune import caches
 from medchat.finetune import distributed as D
 from medchat.finetune import train as T
 
@@ -136,28 +134,3 @@ def test_every_rank_stops_after_the_same_step_and_counts_every_ranks_tokens(coun
     sync.on_train_begin(None, state, control)
     sync.on_step_end(None, state, control)
     assert stop.requested  # the other rank's Ctrl+C stops this one after the same step
-
-
-def test_compile_caches_live_in_medchats_cache_folder(medchat_home):
-    env = {"TRITON_CACHE_DIR": "/mine/triton"}
-    used = caches.use_compile_caches(env, user_set=frozenset({"TRITON_CACHE_DIR"}))
-    assert used["TRITON_CACHE_DIR"] == "/mine/triton"  # the user's choice stands
-    root = medchat_home / "cache" / "compile"
-    assert env["TORCHINDUCTOR_CACHE_DIR"] == str(root / "inductor")
-    assert env["UNSLOTH_MEGA_CACHE_DIR"] == str(root / "unsloth-mega")
-    assert env["UNSLOTH_COMPILE_LOCATION"] == str(root / "unsloth-generated")
-    assert (root / "unsloth-mega").stat().st_mode & 0o077 == 0  # Unsloth loads only from a private folder
-    del env["TORCHINDUCTOR_CACHE_DIR"]  # importing Unsloth drops it
-    caches.use_compile_caches(env, user_set=frozenset({"TRITON_CACHE_DIR"}))
-    assert env["TORCHINDUCTOR_CACHE_DIR"] == str(root / "inductor")
-    assert os.environ.get("TORCHINDUCTOR_CACHE_DIR") != str(root / "inductor")  # only the mapping given
-
-
-def test_summary_says_how_long_start_up_took():
-    from medchat.cli.reports import describe_phases
-
-    phases = {"plan": 1.2, "load": 21.0, "data": 2.0, "trainer": 3.0, "first_step": 38.0, "training": 58.0,
-              "save": 2.0, "report_card": 30.0}
-    text = describe_phases(phases, 160.0)
-    assert text.startswith("2m40s in all: training 58s at the steady rate; start-up 1m05s (plan 1s, load 21s")
-    assert "first step 38s); save 2s; report card 30s" in text
