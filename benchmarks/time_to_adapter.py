@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="/tmp/l8b", help="model folder (made with make_model.py 8b when missing)")
     p.add_argument("--samples", type=int, default=500)
     p.add_argument("--runs", type=int, default=2, help="runs in the same MEDCHAT_HOME (the first one cold)")
-    p.add_argument("--budget", type=float, default=500, help="seconds: start no run that would end after this")
+    p.add_argument("--budget", type=float, default=560,
+                   help="seconds from the start: skip a further run when the last one would end after this")
     p.add_argument("--home", default="", help="MEDCHAT_HOME (default: a new, empty temporary folder)")
     p.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
     p.add_argument("extra", nargs="*", help="more `medchat finetune` flags, after --")

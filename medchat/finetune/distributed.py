@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -122,7 +123,8 @@ class Group:
 
     def __init__(self, here: Ranks) -> None:
         self.ranks = here
-        self._control: Any = None
+        self._control: Any = None  # the gloo group (None: the default group)
+        self._device = "cpu"  # where the per-step exchange's numbers live
 
     @property
     def main(self) -> bool:
@@ -153,7 +155,13 @@ class Group:
         PartialState(cpu=device != "cuda")
         import torch.distributed as dist
 
-        self._control = dist.new_group(backend="gloo")
+        try:
+            self._control = dist.new_group(backend="gloo")
+        except Exception as exc:  # noqa: BLE001 - gloo finds no usable network interface (some containers)
+            # The default group then: each step's exchange waits for the GPU once (as TRL's logging does).
+            self._device = f"cuda:{self.ranks.local_rank}" if device == "cuda" else "cpu"
+            print(f"medchat: [rank {self.ranks.rank}] no gloo group ({str(exc).splitlines()[0] if str(exc) else exc!r}); "
+                  "ranks agree through the training group", file=sys.stderr)
         return self
 
     def agree(self, value: Any) -> Any:
@@ -180,9 +188,10 @@ class Group:
         import torch
         import torch.distributed as dist
 
-        both = torch.tensor([int(stop), int(tokens)], dtype=torch.int64)
+        both = torch.tensor([int(stop), int(tokens)], dtype=torch.int64, device=self._device)
         dist.all_reduce(both, group=self._control)
-        return bool(both[0].item()), int(both[1].item())
+        anyone, total = both.tolist()
+        return bool(anyone), int(total)
 
     def gather(self, value: Any) -> list[Any]:
         """Every rank's ``value``, in rank order."""
