@@ -15,7 +15,8 @@ benchmarks/results/<date>-<gpu>/multigpu.jsonl (and a summary table, multigpu.md
 On the GPU kit (checkout root; makes /tmp/l8b, the 8B shape, when it is missing):
   source .gpu/env.sh; python3 benchmarks/multigpu.py --save
   python3 benchmarks/multigpu.py --gpus 1 2 4 --rounds 1 --save          # a 4-GPU machine, one round
-Without CUDA: `--dry-run` prints the commands it would run.
+Without CUDA: `--dry-run` prints the commands it would run; `--cpu` runs them as CPU processes (gloo),
+to try the script with a tiny model (`make_model.py /tmp/tiny tiny --fit-vocab`).
 """
 
 from __future__ import annotations
@@ -126,10 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-report-card", action="store_true", help="the last multi-GPU run holds out no rows either")
     p.add_argument("--home", default="", help="MEDCHAT_HOME for the runs (default: a new temporary folder)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    p.add_argument("--cpu", action="store_true", help="processes on the CPU instead of GPUs (a trial run)")
     p.add_argument("extra", nargs="*", help="more `medchat finetune` flags, after --")
     args = p.parse_args(argv)
+    if args.cpu:
+        args.extra = ["--device", "cpu", *args.extra]
     started = time.perf_counter()
-    found = gpu_count()
+    found = gpu_count() if not args.cpu else max(args.gpus or [2])
     counts = args.gpus or ([1, 2, 4] if found >= 4 else [1, 2])
     out_dir = harness.results_dir()
     rec = harness.recorder("multigpu", {**vars(args), "gpus_found": found, "counts": counts})
@@ -137,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         rec.out = out_dir / "multigpu.jsonl"
     home = Path(args.home or tempfile.mkdtemp(prefix="medchat-multigpu-"))
     env = {**os.environ, "MEDCHAT_HOME": str(home), "PYTHONUNBUFFERED": "1"}
-    log = out_dir / "multigpu.log"
+    log = (out_dir if args.save else home) / "multigpu.log"  # every run's stderr
     rows = home / "rows.jsonl"
     order = [g for _ in range(args.rounds) for g in counts]
     last_multi = max((i for i, g in enumerate(order) if g > 1), default=-1) if not args.no_report_card else -1
@@ -175,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     if multi:
         name = multi[-1]["name"]
         code, wall, out = run([sys.executable, "-m", "medchat", "ask", QUESTION, "--model", args.model, "--adapter",
-                               name, "--max-new-tokens", "64", "--json", "--offline"], env, log, timeout=240)
+                               name, "--max-new-tokens", "64", "--json", "--offline",
+                               *(["--device", "cpu"] if args.cpu else [])], env, log, timeout=240)
         rec.emit(check="ask", adapter=name, exit=code, wall_s=round(wall, 1), reply=out.strip()[-2000:])
     text = table(results)
     print(text)

@@ -97,10 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     rec = harness.recorder("time_to_adapter", vars(args))
     if args.save and rec.out is None:
         rec.out = out_dir / "time_to_adapter.jsonl"
-    log = out_dir / "time_to_adapter.log"
+    log = (out_dir if args.save else home) / "time_to_adapter.log"  # every run's stderr
     env = {**os.environ, "MEDCHAT_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     for var in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "UNSLOTH_MEGA_CACHE_DIR", "UNSLOTH_COMPILE_LOCATION"):
         env.pop(var, None)  # medchat's own folders, under the fresh MEDCHAT_HOME: the first run is cold
+    home.mkdir(parents=True, exist_ok=True)
     ensure_model(args.model, log)
     data = make_rows(args.model, rows, args.samples + 100)
     last = 0.0
