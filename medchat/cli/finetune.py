@@ -135,7 +135,10 @@ def finetune(recipe: str | None, name: str | None, dry_run: bool, resume: str | 
     run = {"name": name or "", "recipe": chosen.name if chosen else "", "resume": resume or "",
            "say": lambda m: click.echo(f"medchat: {m}", err=True)}
     if dry_run:
-        print_dry_run(phases.dry_run(settings, **run))
+        from medchat.finetune.distributed import ranks
+
+        if ranks().main:  # under torchrun, one dry run is enough
+            print_dry_run(phases.dry_run(settings, **run))
         return
     trained = phases.run_finetune(settings, **run)
     if trained is not None:  # None: a rank other than 0 of a multi-GPU run
