@@ -38,6 +38,7 @@ from medchat.errors import HardwareError, MedchatError, UsageError
 # search the graph for unused parameters (a walk over the autograd graph per step).
 EVERY_STEP_MODULES = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
 LAUNCH_FILE = "launch.json"  # in the run folder: the number of ranks a run started with
+TIMEOUT_SECONDS = 1800  # how long a rank waits for the others at a collective (transformers' ddp_timeout)
 SHUTDOWN_SECONDS = 180  # --gpus: how long torchrun waits, after Ctrl+C, for the ranks to save and leave
 
 
@@ -149,14 +150,17 @@ class Group:
             # accelerate names a CPU rank's device "cpu:<n>", which torch.load cannot map a resumed
             # checkpoint's optimizer onto; plain "cpu" is the same memory.
             os.environ.setdefault("ACCELERATE_TORCH_DEVICE", "cpu")
-        # accelerate's state is the one the Trainer joins later (same backend choice, same timeout).
+        # accelerate's state is the one the Trainer joins later (its backend choice; the Trainer's default
+        # ddp_timeout, as the Trainer's own settings no longer reach a group that is already started).
+        from datetime import timedelta
+
         from accelerate import PartialState
 
-        PartialState(cpu=device != "cuda")
+        PartialState(cpu=device != "cuda", timeout=timedelta(seconds=TIMEOUT_SECONDS))
         import torch.distributed as dist
 
         try:
-            self._control = dist.new_group(backend="gloo")
+            self._control = dist.new_group(backend="gloo", timeout=timedelta(seconds=TIMEOUT_SECONDS))
         except Exception as exc:  # noqa: BLE001 - gloo finds no usable network interface (some containers)
             # The default group then: each step's exchange waits for the GPU once (as TRL's logging does).
             self._device = f"cuda:{self.ranks.local_rank}" if device == "cuda" else "cpu"
