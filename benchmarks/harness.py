@@ -299,6 +299,16 @@ SHAPES: dict[str, dict[str, Any]] = {
     "8b": dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=131072,
                rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=False),
+    # DeepSeek-R1-Distill-Qwen-1.5B (Qwen2: biases on q/k/v, untied 151,936-row output layer)
+    "qwen1.5b": dict(arch="qwen2", vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                     num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=131072,
+                     rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=False, use_sliding_window=False),
+    # Llama-3.2-3B (output layer tied to the embeddings, llama3 rope scaling)
+    "3b": dict(vocab_size=128256, hidden_size=3072, intermediate_size=8192, num_hidden_layers=28,
+               num_attention_heads=24, num_key_value_heads=8, head_dim=128, max_position_embeddings=131072,
+               rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=True,
+               rope_scaling={"rope_type": "llama3", "factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                             "original_max_position_embeddings": 8192}),
     # two small layers over the tokenizer's own vocabulary: for trying a script on a CPU
     "tiny": dict(vocab_size=None, hidden_size=256, intermediate_size=688, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096),
@@ -333,19 +343,22 @@ def make_tokenizer(out: Path | str) -> Any:
 
 def make_model(out: Path | str, shape: str = "8b", *, device: str | None = None, seed: int = 0,
                fit: bool = False) -> dict[str, Any]:
-    """Write a random-init Llama of ``shape`` (``SHAPES``) in bfloat16, with its tokenizer, to ``out``.
+    """Write a random-init model of ``shape`` (``SHAPES``: Llama, or Qwen2 for ``arch="qwen2"``) in bfloat16,
+    with its tokenizer, to ``out``.
 
     Every weight is drawn from N(0, 0.02) on ``device`` (default: CUDA when there is one), seeded, as
     ../shared/gpu/mkmodel.py did unseeded. ``fit`` also runs ``fit_vocab``. Returns what was made."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     t0 = time.perf_counter()
     out = Path(out)
     tok = make_tokenizer(out)
     dims = dict(SHAPES[shape])
+    arch = dims.pop("arch", "llama")
     dims["vocab_size"] = dims["vocab_size"] or len(tok)
-    cfg = LlamaConfig(**dims)
+    config_class, model_class = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[arch]
+    cfg = config_class(**dims)
     cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
     cfg.dtype = torch.bfloat16
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -354,7 +367,7 @@ def make_model(out: Path | str, shape: str = "8b", *, device: str | None = None,
     try:
         with torch.device(device):
             torch.set_default_dtype(torch.bfloat16)
-            model = LlamaForCausalLM(cfg)
+            model = model_class(cfg)
             for p in model.parameters():
                 torch.nn.init.normal_(p, std=0.02)
     finally:
@@ -380,17 +393,22 @@ def fit_vocab(folder: Path | str) -> dict[str, Any]:
     tok = AutoTokenizer.from_pretrained(folder)
     n_tok = len(tok)
     index = folder / "model.safetensors.index.json"
-    shard = json.loads(index.read_text())["weight_map"]["lm_head.weight"] if index.exists() else "model.safetensors"
+    weight_map = json.loads(index.read_text())["weight_map"] if index.exists() else {}
+    # A tied output layer (the 3b shape) is the embedding matrix: its rows beyond the tokenizer are never input.
+    head = "lm_head.weight" if "lm_head.weight" in weight_map or not weight_map else "model.embed_tokens.weight"
+    shard = weight_map.get(head, "model.safetensors")
     tensors = load_file(folder / shard)
-    tensors["lm_head.weight"][n_tok:] = 0
+    if head not in tensors:
+        head = "model.embed_tokens.weight"
+    tensors[head][n_tok:] = 0
     # never EOS (every run decodes the same length) nor another special token (skipped when decoded)
     special = set(tok.all_special_ids) | {i for i, t in tok.added_tokens_decoder.items() if t.special}
     # and never a lone byte that is not a whole character (random picks would never form valid UTF-8)
     special |= {i for i in range(n_tok) if "\ufffd" in tok.decode([i])}
-    tensors["lm_head.weight"][sorted(special)] = 0
+    tensors[head][sorted(special)] = 0
     save_file(tensors, folder / shard, metadata={"format": "pt"})
     return {"zeroed_rows_from": n_tok, "rows_zeroed_below_vocab": len(special),
-            "of": tensors["lm_head.weight"].shape[0], "shard": shard}
+            "of": tensors[head].shape[0], "shard": shard, "matrix": head}
 
 
 def torch_device() -> str:

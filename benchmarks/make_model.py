@@ -1,12 +1,14 @@
 """Write a random-init Llama model and its small tokenizer to a folder, for speed and memory benchmarks.
 
 Random weights cost the same FLOPs and bytes as trained ones. Shapes: 8b (Llama-3.1-8B /
-DeepSeek-R1-Distill-Llama-8B: 16 GB in bfloat16, made on the GPU when there is one) and tiny (two small
-layers, for trying a script on a CPU). The weights are seeded (--seed); ../shared/gpu/mkmodel.py, which
+DeepSeek-R1-Distill-Llama-8B: 16 GB in bfloat16, made on the GPU when there is one), qwen1.5b
+(DeepSeek-R1-Distill-Qwen-1.5B, a Qwen2 with q/k/v biases), 3b (Llama-3.2-3B, tied output layer) and
+tiny (two small layers, for trying a script on a CPU). The weights are seeded (--seed); ../shared/gpu/mkmodel.py, which
 made the models behind the committed figures, drew the same N(0, 0.02) unseeded. --fit-vocab also runs
 fit_vocab.py, so that greedy decoding yields text the chat engine can stream.
 
 usage: python benchmarks/make_model.py /tmp/l8b 8b [--fit-vocab]
+       python benchmarks/make_model.py /tmp/q15 qwen1.5b --fit-vocab
        python benchmarks/make_model.py /tmp/tiny tiny --fit-vocab
 """
 

@@ -149,8 +149,8 @@ def medchat_run(args, extra: list[str]) -> dict:
     seen: list[int] = []  # tokens seen at the end of each step
     original = T.make_callback
 
-    def make_callback(plan, stop, stream=None):
-        progress = original(plan, stop, stream)
+    def make_callback(plan, stop, stream=None, **kw):
+        progress = original(plan, stop, stream, **kw)
         step_end = progress.on_step_end
 
         def on_step_begin(a, state, control, **kw):

@@ -61,6 +61,12 @@ def models_cache() -> Path:
     return cache_dir() / "models"
 
 
+def compile_cache_dir() -> Path:
+    """Compiled kernels kept between training runs (torch inductor, Triton, Unsloth's generated code and
+    its torch.compile mega-cache): a later run of the same model skips most of the first step's compile."""
+    return cache_dir() / "compile"
+
+
 def ensure_private_dir(path: Path) -> Path:
     """Create ``path`` readable by the user only; chats, adapters and their names are personal.
 

@@ -5,6 +5,7 @@ Nothing heavy is imported at module level (`medchat --help` stays instant).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
@@ -95,8 +96,12 @@ def flags_from(params: dict[str, Any]) -> dict[str, Any]:
 @click.option("--offline/--online", "offline", default=None, help="Never contact the hub.")
 @click.option("--dry-run", is_flag=True, help="Validate and format the data, show lengths and one example; train nothing.")
 @click.option("--resume", default=None, metavar="NAME", help="Continue an interrupted run from its last checkpoint.")
+@click.option("--gpus", type=click.IntRange(min=1), default=None,
+              help="Train on N GPUs of this machine, one process each (starts torchrun; "
+                   "same as `torchrun --nproc_per_node N -m medchat finetune ...`).")
 @_finetune_options
-def finetune(recipe: str | None, name: str | None, dry_run: bool, resume: str | None, **params: Any) -> None:
+def finetune(recipe: str | None, name: str | None, dry_run: bool, resume: str | None, gpus: int | None,
+             **params: Any) -> None:
     """LoRA fine-tune a base model and store the adapter under a name.
 
     \b
@@ -104,6 +109,7 @@ def finetune(recipe: str | None, name: str | None, dry_run: bool, resume: str | 
       medchat finetune --model smollm2 --dataset sample --max-steps 30
       medchat finetune --recipe C --samples 500
       medchat finetune --dataset ./rows.jsonl --columns question=q,answer=a --dry-run
+      medchat finetune --recipe A --gpus 2
     """
     from medchat.cli.reports import print_dry_run, print_summary
     from medchat.finetune import run as phases
@@ -114,10 +120,26 @@ def finetune(recipe: str | None, name: str | None, dry_run: bool, resume: str | 
         raise UsageError("--resume NAME continues a run with its recorded settings; give no other options")
     chosen = find_recipe(recipe) if recipe else None
     settings = settings_for(flags, chosen)
+    if gpus and gpus > 1 and not dry_run:
+        from medchat.finetune.distributed import launch
+
+        if resume:
+            from medchat.finetune.save import load_run_state
+
+            settings = load_run_state(resume)[0]
+        # The same command line, once per GPU (every rank checks the settings again). With --device cpu,
+        # N processes on the CPU (gloo): a multi-GPU launch tried out on any machine.
+        root = click.get_current_context().find_root()
+        launch(gpus, (root.obj or {}).get("argv") or sys.argv[1:], cpu=settings.device == "cpu")
+        return
     run = {"name": name or "", "recipe": chosen.name if chosen else "", "resume": resume or "",
            "say": lambda m: click.echo(f"medchat: {m}", err=True)}
     if dry_run:
-        print_dry_run(phases.dry_run(settings, **run))
+        from medchat.finetune.distributed import ranks
+
+        if ranks().main:  # under torchrun, one dry run is enough
+            print_dry_run(phases.dry_run(settings, **run))
         return
     trained = phases.run_finetune(settings, **run)
-    print_summary(trained.manifest, trained.path)
+    if trained is not None:  # None: a rank other than 0 of a multi-GPU run
+        print_summary(trained.manifest, trained.path)

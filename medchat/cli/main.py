@@ -67,8 +67,10 @@ _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit code."""
     debug = "--debug" in (argv or sys.argv) or os.environ.get("MEDCHAT_DEBUG") == "1"
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        cli.main(args=argv, prog_name="medchat", standalone_mode=False)
+        # obj["argv"]: `finetune --gpus N` runs the same command line once per GPU.
+        cli.main(args=argv, prog_name="medchat", standalone_mode=False, obj={"argv": argv})
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except _NO_ARGS_IS_HELP as exc:  # a command group run bare (`medchat config`): show its help
@@ -90,7 +92,11 @@ def main(argv: list[str] | None = None) -> None:
     except MedchatError as exc:
         if debug:
             raise
-        click.echo(f"medchat: error: {exc}", err=True)
+        from medchat.finetune.distributed import error_prefix, quiet_on_this_rank
+
+        # Under a multi-GPU launch rank 0 reports what every rank meets alike; others name their rank.
+        if str(exc) and not quiet_on_this_rank(exc):
+            click.echo(f"medchat: error: {error_prefix()}{exc}", err=True)
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         sys.exit(1)

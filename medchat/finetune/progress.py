@@ -79,11 +79,15 @@ class RateMeter:
 class Display(Protocol):
     def start(self, total: int, step: int) -> None: ...
     def update(self, status: Status, logged: bool) -> None: ...  # logged: a loss arrived at this step
+    def note(self, text: str) -> None: ...  # one line beside the progress (the first step's time)
     def close(self) -> None: ...
 
 
 class Silent:
     def start(self, total: int, step: int) -> None:
+        pass
+
+    def note(self, text: str) -> None:
         pass
 
     def update(self, status: Status, logged: bool) -> None:
@@ -103,6 +107,10 @@ class PlainLines(Silent):
         if logged:
             self.stream.write(f"{status.head()} {status.text()}\n")
             self.stream.flush()
+
+    def note(self, text: str) -> None:
+        self.stream.write(f"{text}\n")
+        self.stream.flush()
 
 
 class LiveBar:
@@ -134,6 +142,9 @@ class LiveBar:
         self.progress.update(self.task, total=status.total, completed=status.step, head=status.head(),
                              status=status.text())
         self.progress.refresh()
+
+    def note(self, text: str) -> None:
+        self.progress.console.print(text, markup=False, highlight=False)  # above the bar
 
     def close(self) -> None:
         if self.task is not None:

@@ -9,6 +9,10 @@
 * save (save.py): adapter + manifest into a temporary folder of the store, merge and report card, then
   one rename; push to the hub last.
 
+Under torchrun / `accelerate launch` every rank runs these phases up to the end of training; rank 0
+alone prints, writes and then saves (distributed.py). Each phase's wall time goes into the manifest
+(``training.phases``), so the summary can say how long start-up took beside the steady rate.
+
 This module returns data (the typed Manifest); the command prints it. Heavy libraries are imported
 inside the phases; on CUDA, Unsloth is imported before transformers/TRL.
 """
@@ -89,43 +93,97 @@ def dry_run(settings: Settings, *, name: str = "", recipe: str = "", resume: str
                   built.lengths, built.check)
 
 
+class Phases:
+    """Wall seconds per phase, in order (``with phases("load"): ...``)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def timed():
+            t0 = time.perf_counter()
+            try:
+                yield
+            finally:
+                self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t0, 2)
+
+        return timed()
+
+
 def run_finetune(settings: Settings, *, name: str = "", recipe: str = "", resume: str = "",
-                 say: Say | None = None) -> Trained:
-    """The whole command: train, store the adapter with its manifest and report card, push."""
+                 say: Say | None = None) -> Trained | None:
+    """The whole command: train, store the adapter with its manifest and report card, push.
+
+    Under a multi-GPU launch, ranks other than 0 return None once training is over."""
+    from medchat.finetune import caches, distributed
     from medchat.finetune.load import load_model
     from medchat.finetune.rows import build_rows, describe_lengths
     from medchat.finetune.save import build_manifest, model_revision, push, release_memory, save_merged, save_run_state
     from medchat.finetune.train import train
 
-    say = say or _stderr
+    here = distributed.ranks()
+    say = distributed.say_for(say or _stderr, here)
     started = time.time()
-    plan = prepare(settings, name=name, recipe=recipe, resume=resume, say=say)
-    check_disk(plan)
-    model, tokenizer = load_model(plan, say)
-    built = build_rows(plan, tokenizer, say)
-    say(describe_lengths(built.lengths))
-    save_run_state(plan)
-    say(f"training {plan.name}: {len(built.rows)} rows, "
-        f"{plan.ft.max_steps or plan.ft.epochs} {'steps' if plan.ft.max_steps else 'epochs'} (Ctrl+C stops and saves)")
-    trainer, result = train(plan, model, tokenizer, built, say)
+    phases = Phases()
+    with phases("plan"):
+        plan = prepare(settings, name=name, recipe=recipe, resume=resume, say=say)
+        if resume:
+            distributed.check_resume(plan.run_dir, plan.name, here.world_size)
+        group = distributed.Group(here).start(plan.device)
+        plan.name = group.agree(plan.name)  # a generated name has the time in it: rank 0's counts
+        if plan.device == "cuda":
+            caches.use_compile_caches()
+        check_disk(plan)
+    with phases("load"):
+        model, tokenizer = load_model(plan, say)
+        if plan.device == "cuda":
+            caches.use_compile_caches()  # importing Unsloth dropped inductor's folder
+    with phases("data"):
+        built = build_rows(plan, tokenizer, say)
+        say(describe_lengths(built.lengths))
+        if group.main:
+            save_run_state(plan)
+            distributed.record_launch(plan.run_dir, plan, here.world_size)
+        group.barrier()
+    gpus = f" on {here.world_size} {'GPUs' if plan.device == 'cuda' else 'processes'}" if group.distributed else ""
+    say(f"training {plan.name}{gpus}: {len(built.rows)} rows, "
+        f"{plan.ft.max_steps or plan.ft.epochs} {'steps' if plan.ft.max_steps else 'epochs'}, "
+        f"{distributed.effective_batch(plan, here.world_size)} rows a step (Ctrl+C stops and saves); "
+        f"start-up so far {round(time.time() - started)} s")
+    trainer, result = train(plan, model, tokenizer, built, say, group)
+    group.finish()
+    phases.seconds.update(trainer=result.setup_seconds, first_step=round(result.first_step_seconds or 0.0, 2),
+                          training=round(result.seconds - (result.first_step_seconds or 0.0), 2))
     if result.interrupted:
         raise Interrupted(f"stopped at step {result.steps}; checkpoint saved in {plan.run_dir}. "
-                          f"Continue with: medchat finetune --resume {plan.name}")
+                          f"Continue with: medchat finetune --resume {plan.name}"
+                          + (f" --gpus {here.world_size}" if group.distributed else ""))
+    if not group.main:
+        return None
     tmp = store.begin_save(plan.name)
     try:
-        model.save_pretrained(str(tmp))
-        manifest = build_manifest(plan, tokenizer, built, result, started, model_revision(plan.resolved.source))
-        write_manifest(tmp, manifest)
-        del trainer, model  # merging and the report card load the base afresh, as chat will
-        release_memory()
+        with phases("save"):
+            model.save_pretrained(str(tmp))
+            manifest = build_manifest(plan, tokenizer, built, result, started, model_revision(plan.resolved.source))
+            record_launch(manifest, plan, result, phases)
+            write_manifest(tmp, manifest)
+            del trainer, model  # merging and the report card load the base afresh, as chat will
+            release_memory()
         # The adapter is complete now: a failing (or interrupted) merge or report card is reported
         # and the adapter is still stored.
         if plan.ft.merge:
-            optional_step(manifest, "merge", lambda: save_merged(plan, tmp, tmp / "merged", say), say,
-                          f"medchat export --adapter {plan.name} --merged DIR")
+            with phases("merge"):
+                optional_step(manifest, "merge", lambda: save_merged(plan, tmp, tmp / "merged", say), say,
+                              f"medchat export --adapter {plan.name} --merged DIR")
         if plan.selection.eval:
-            optional_step(manifest, "report card", lambda: report_card(plan, tmp, manifest, say), say,
-                          f"medchat eval --adapter {plan.name}")
+            with phases("report_card"):
+                optional_step(manifest, "report card", lambda: report_card(plan, tmp, manifest, say), say,
+                              f"medchat eval --adapter {plan.name}")
+        record_launch(manifest, plan, result, phases)
+        manifest.duration_seconds = round(time.time() - started, 1)
         write_manifest(tmp, manifest)
         write_card(tmp, manifest)  # README.md: the hub model card (replaces PEFT's empty template)
         final = store.commit_save(tmp, plan.name)
@@ -141,6 +199,18 @@ def run_finetune(settings: Settings, *, name: str = "", recipe: str = "", resume
                                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
         write_manifest(final, manifest)
     return Trained(final, manifest)
+
+
+def record_launch(manifest: Manifest, plan: Plan, result: Any, phases: Phases) -> None:
+    """The launch and the time per phase, into the manifest's training record."""
+    from medchat.finetune.distributed import effective_batch
+
+    t = manifest.training
+    t.gpus = result.gpus
+    t.effective_batch = effective_batch(plan, result.gpus)
+    t.peak_gpu_gib_per_rank = result.peak_gpu_gib_per_rank
+    t.first_step_seconds = result.first_step_seconds and round(result.first_step_seconds, 2)
+    t.phases = dict(phases.seconds)
 
 
 def report_card(plan: Plan, adapter_dir: Path, manifest: Manifest, say: Say) -> None:

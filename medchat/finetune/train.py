@@ -73,8 +73,10 @@ def effective_learning_rate(configured: float, model: Any) -> float:
     return 1e-3 if params < 1_000_000_000 else 2e-4
 
 
-def trainer_args(plan: Plan, n_rows: int, n_tokens: int = 0):
+def trainer_args(plan: Plan, n_rows: int, n_tokens: int = 0, world_size: int = 1):
     from trl import SFTConfig
+
+    from medchat.finetune import distributed
 
     ft = plan.ft
     cuda = plan.device == "cuda"
@@ -115,7 +117,8 @@ def trainer_args(plan: Plan, n_rows: int, n_tokens: int = 0):
     elif mode == "padding_free":
         kwargs["padding_free"] = True
     # A warm-up longer than a tenth of the run would keep a short run (a smoke test, a demo) near lr 0.
-    steps = ft.max_steps or math.ceil(n_rows / (batch * ft.grad_accum) * ft.epochs)
+    # Each optimizer step takes batch x accumulation micro-batches from every rank (distributed.py).
+    steps = ft.max_steps or math.ceil(n_rows / (batch * ft.grad_accum * world_size) * ft.epochs)
     warmup = min(ft.warmup_steps, steps // 10)
     if warmup < ft.warmup_steps and ft.warmup_ratio == 0:
         plan.notes.append(f"warm-up shortened to {warmup} steps (a tenth of this {steps}-step run)")
@@ -151,6 +154,7 @@ def trainer_args(plan: Plan, n_rows: int, n_tokens: int = 0):
         disable_tqdm=True,
         dataset_num_proc=None,
         remove_unused_columns=False,
+        **(distributed.trainer_kwargs(plan) if world_size > 1 else {}),
         **kwargs,
     )
 
@@ -176,8 +180,9 @@ def last_checkpoint(run_dir: Path) -> Path | None:
 class StopFlag:
     """First Ctrl+C asks the trainer to stop after the current step and save; a second one aborts."""
 
-    def __init__(self) -> None:
+    def __init__(self, announce: bool = True) -> None:
         self.requested = False
+        self.announce = announce  # rank 0 of a multi-GPU run speaks for all
         self._previous: Any = None
 
     def __enter__(self) -> "StopFlag":
@@ -185,7 +190,8 @@ class StopFlag:
             if self.requested:
                 raise KeyboardInterrupt
             self.requested = True
-            sys.stderr.write("\nmedchat: stopping after this step and saving a checkpoint (Ctrl+C again to abort)\n")
+            if self.announce:
+                sys.stderr.write("\nmedchat: stopping after this step and saving a checkpoint (Ctrl+C again to abort)\n")
 
         try:
             self._previous = signal.signal(signal.SIGINT, handler)
@@ -198,14 +204,14 @@ class StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def make_callback(plan: Plan, stop: StopFlag, stream=None):
-    """A TrainerCallback that records losses and tokens, feeds the progress display and honours the
-    stop flag. It reads nothing back from the GPU: the loss arrives only with TRL's logs."""
+def make_callback(plan: Plan, stop: StopFlag, stream=None, show: bool = True):
+    """A TrainerCallback that records losses and tokens, feeds the progress display (``show``: on rank 0
+    only) and honours the stop flag. It reads nothing back from the GPU: the loss arrives only with TRL's logs."""
     from transformers import TrainerCallback
 
-    from medchat.finetune.progress import RateMeter, Status, make_display
+    from medchat.finetune.progress import RateMeter, Status, clock, make_display
 
-    display = make_display(stream)
+    display = make_display(stream, show=show)
 
     class Progress(TrainerCallback):
         def __init__(self) -> None:
@@ -218,12 +224,14 @@ def make_callback(plan: Plan, stop: StopFlag, stream=None):
             self.tokens = 0
             self.seconds = 0.0
             self.meter = RateMeter()
+            self.began = 0.0  # perf_counter at on_train_begin
+            self.first_step: float | None = None  # seconds of the first step (compilation, warm-up)
 
         def steady_rate(self) -> float | None:
             return self.meter.steady()
 
         def on_train_begin(self, args, state, control, **kw):
-            self.t0 = time.perf_counter()
+            self.t0 = self.began = time.perf_counter()
             self.step0 = state.global_step
             self.tokens0 = state.num_input_tokens_seen or 0
             self.meter = RateMeter()
@@ -242,6 +250,12 @@ def make_callback(plan: Plan, stop: StopFlag, stream=None):
             self.seconds = time.perf_counter() - self.t0
             self.tokens = (state.num_input_tokens_seen or 0) - self.tokens0
             self.meter.add(self.seconds, self.tokens)
+            if self.first_step is None:
+                self.first_step = self.seconds
+            elif len(self.meter.marks) == 2 and self.first_step > max(5.0, 2 * (self.seconds - self.first_step)):
+                # Said once the second step shows what a step costs (on a CPU the first one is no slower).
+                display.note(f"first step took {clock(self.first_step)} (compilation and warm-up); "
+                             "the rate shown leaves it out")
             scheduler = kw.get("lr_scheduler")
             lr = scheduler.get_last_lr()[0] if scheduler is not None else None
             if isinstance(lr, (int, float)):  # a Python number: no GPU read-back (a tensor would be one)
@@ -285,6 +299,10 @@ class TrainResult:
     peak_gpu_gib: float | None
     interrupted: bool
     steady_tokens_per_second: float | None = None
+    first_step_seconds: float | None = None  # compilation and warm-up
+    setup_seconds: float = 0.0  # from the trainer's construction to its first step (packing included)
+    gpus: int = 1  # ranks of a data-parallel launch (distributed.py)
+    peak_gpu_gib_per_rank: list[float] | None = None
 
 
 def host_counting(trainer_class: type) -> type:
@@ -303,7 +321,8 @@ def host_counting(trainer_class: type) -> type:
     return Trainer
 
 
-def train(plan: Plan, model: Any, tokenizer: Any, built: Built, say: Say) -> tuple[Any, TrainResult]:
+def train(plan: Plan, model: Any, tokenizer: Any, built: Built, say: Say, group: Any = None) -> tuple[Any, TrainResult]:
+    """Train; ``group`` (distributed.Group) when several ranks share the work."""
     import datasets
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback
@@ -316,12 +335,19 @@ def train(plan: Plan, model: Any, tokenizer: Any, built: Built, say: Say) -> tup
     plan.learning_rate = effective_learning_rate(plan.ft.learning_rate, model)
     if plan.ft.report_to == "tensorboard":
         plan.log_dir = tensorboard_dir(plan)
-    args = trainer_args(plan, len(built.rows), sum(len(r["input_ids"]) for r in built.rows))
+    from medchat.finetune.distributed import Group, ranks, sync_callback
+
+    group = group or Group(ranks())
+    t_setup = time.perf_counter()
+    args = trainer_args(plan, len(built.rows), sum(len(r["input_ids"]) for r in built.rows), group.ranks.world_size)
     dataset = Dataset.from_list(built.rows)
-    stop = StopFlag()
-    progress = make_callback(plan, stop)
+    stop = StopFlag(announce=group.main)
+    progress = make_callback(plan, stop, show=group.main)
+    callbacks = [progress]
+    if group.distributed:  # before the progress callback: it reads the agreed stop flag and token count
+        callbacks.insert(0, sync_callback(group, stop, counted_on_host=args.include_num_input_tokens_seen == "all"))
     trainer = host_counting(SFTTrainer)(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                                        callbacks=[progress])
+                                        callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # our progress display replaces its raw dict prints
     # TRL packs when packing=True (Unsloth keys its packed-attention path on that flag), then its rows are
     # regrouped into fuller sequences: cheap (milliseconds for hundreds of rows) and keeps every column.
@@ -350,13 +376,20 @@ def train(plan: Plan, model: Any, tokenizer: Any, built: Built, say: Say) -> tup
             raise
         finally:
             progress.close()
+    seconds = time.perf_counter() - t0
+    peak = round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None
+    peaks = group.gather(peak)
     result = TrainResult(
         steps=trainer.state.global_step,
         losses=progress.losses,
-        seconds=time.perf_counter() - t0,
+        seconds=seconds,
         tokens=progress.tokens,
-        peak_gpu_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+        peak_gpu_gib=max(peaks) if cuda else None,
         interrupted=stop.requested,
         steady_tokens_per_second=progress.steady_rate(),
+        first_step_seconds=progress.first_step,
+        setup_seconds=round(max(progress.began - t_setup, 0.0), 2) if progress.began else 0.0,
+        gpus=group.ranks.world_size,
+        peak_gpu_gib_per_rank=peaks if cuda and group.distributed else None,
     )
     return trainer, result

@@ -7,6 +7,7 @@ transformers and unsloth are imported inside the functions that need them.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from medchat.errors import HardwareError, MedchatError, ModelUnavailable, out_of_memory
@@ -93,7 +94,8 @@ def load_hf_model(
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch_dtype,
         )
-    kwargs["device_map"] = {"": 0} if device == "cuda" else "cpu"
+    # Under torchrun / accelerate launch each process trains on its own GPU (LOCAL_RANK), a whole 4-bit copy.
+    kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK") or 0)} if device == "cuda" else "cpu"
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved.source, local_files_only=resolved.local_only)
         model = AutoModelForCausalLM.from_pretrained(resolved.source, **kwargs)

@@ -54,6 +54,11 @@ class TrainingRecord(_Record):
     peak_gpu_gib: Optional[float] = None
     interrupted: bool = False
     batching: str = ""
+    gpus: int = 1  # ranks of a data-parallel launch (one process per GPU)
+    effective_batch: int = 0  # rows per optimizer step: batch_size x grad_accum x gpus
+    peak_gpu_gib_per_rank: Optional[list[float]] = None
+    first_step_seconds: Optional[float] = None  # compilation and warm-up
+    phases: dict[str, float] = Field(default_factory=dict)  # wall seconds: plan, load, data, trainer, first_step, training, save, ...
 
 
 class LossRecord(_Record):
