@@ -12,6 +12,7 @@ attached): it takes about as long as the first load.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import threading
 from dataclasses import replace
@@ -70,6 +71,7 @@ class FastBackend(HFBackend):
         self.weights = weights
         self._adapter_name = adapter
         self._fast_lock = threading.Lock()
+        self._base_decoder: Any = None  # compare mode's base model, built on first use
         if adapter:
             self.prompt_style = adapter_prompt_style(adapter_store.resolve_adapter(adapter), resolved)
         self.model = None  # its weights now live in the decoder; only the config/tokenizer remain useful
@@ -106,6 +108,26 @@ class FastBackend(HFBackend):
             reason = "stop"
         yield Finished(count, reason)
 
+    @contextlib.contextmanager
+    def adapter_off(self) -> Iterator[None]:
+        """Generate as the bare base model for a while (compare mode). The adapter is merged into this
+        decoder's weights, so the base model gets a decoder of its own, built the first time (about as
+        long as the first load, and a second copy of the weights in memory) and kept."""
+        if not self._adapter_name:
+            yield
+            return
+        with self._fast_lock:
+            if self._base_decoder is None:
+                self._base_decoder = _build(self.resolved, self.settings, self.info.device, self.weights,
+                                            None, lambda _m: None)[0]
+            saved = self.decoder, self.prompt_style
+            self.decoder, self.prompt_style = self._base_decoder, self.resolved.prompt_style
+        try:
+            yield
+        finally:
+            with self._fast_lock:
+                self.decoder, self.prompt_style = saved
+
     def set_adapter(self, adapter: str | None) -> None:
         adapter = adapter or None
         if adapter == self._adapter_name:
@@ -125,7 +147,7 @@ class FastBackend(HFBackend):
             self.info = replace(self.info, adapter=adapter or "")
 
     def close(self) -> None:
-        self.decoder = None
+        self.decoder = self._base_decoder = None
         _free_gpu()
 
 
