@@ -131,6 +131,7 @@ class ChatScreen(Screen):
         self._next_id = 0
         self._pacer = TakePacer()
         self.load_notes: list[str] = []  # loading warnings, kept at the top of the transcript
+        self.queued_message: str | None = None  # sent while the model loaded; sent once it is ready
 
     # -- layout ---------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -212,6 +213,10 @@ class ChatScreen(Screen):
             self.notify(note, title="Model", severity="warning", timeout=10)
         if self.resume is not None:
             await self.open_conversation(self.resume)
+        queued, self.queued_message = self.queued_message, None
+        await self.query("#queued").remove()
+        if queued is not None and self.generating_turn is None:
+            await self.send(queued)
         if not self._views:
             await self._show_welcome()
         self.transcript.anchor()
@@ -224,6 +229,12 @@ class ChatScreen(Screen):
         self.status.state = "model failed to load"
         for view in self.query(LoadingView):
             view.fail(message.error)
+        if self.queued_message is not None:  # not sent: give the text back rather than lose it
+            for note in self.query("#queued"):
+                note.update(f"You: {self.queued_message}\n✖ not sent: the model failed to load")
+            if not self.prompt.text:
+                self.prompt.text = self.queued_message
+            self.queued_message = None
 
     def _new_session(self, turns=()) -> ChatSession:
         return ChatSession(self.backend, self.settings.generation, self.settings.system_prompt, turns=turns)
@@ -236,10 +247,26 @@ class ChatScreen(Screen):
         text = message.text.strip()
         if not text:
             return
+        if self.session is None and self.load_error is None:
+            await self._queue_until_loaded(message.prompt, text)
+            return
         if not self._ready_to_generate():
             return
         message.prompt.clear()
         await self.send(text)
+
+    async def _queue_until_loaded(self, prompt: PromptInput, text: str) -> None:
+        """A message sent while the model loads waits, visibly, and is sent when the model is ready."""
+        if self.queued_message is not None:
+            self.notify("A message is already waiting for the model; it will send when the model is loaded.",
+                        severity="warning")
+            return
+        self.queued_message = text
+        prompt.clear()
+        await self.transcript.mount(
+            Static(f"You: {text}\n⏳ will send when the model is loaded", id="queued", markup=False)
+        )
+        self.transcript.scroll_end(animate=False)
 
     def _ready_to_generate(self) -> bool:
         if self.session is None:
