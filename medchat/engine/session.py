@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from medchat.chatformat.messages import Message
 from medchat.chatformat.think import ReasoningSplitter, think_text
@@ -323,17 +323,25 @@ def turns_for_session(conversation: "Conversation") -> list[Turn]:
     from medchat.store.history import IN_PROGRESS
 
     out = []
-    for t in conversation.turns:
-        finish = t.finish_reason if t.finish_reason in {"stop", "length", "length_in_reasoning", "cancelled"} else (
-            "cancelled" if t.finish_reason == IN_PROGRESS else "stop"
-        )
-        stats = GenerationStats(
-            prompt_tokens=t.prompt_tokens,
-            completion_tokens=t.completion_tokens,
-            reasoning_tokens=t.reasoning_tokens,
-            seconds=t.seconds,
-            reasoning_seconds=t.reasoning_seconds,
-            finish_reason=finish,  # type: ignore[arg-type]
-        )
-        out.append(Turn(user=t.user, reasoning=t.reasoning, answer=t.answer, stats=stats, error=t.error, created=t.created))
+    for position, t in enumerate(conversation.turns):
+        turn = _turn_from_stored(t, IN_PROGRESS)
+        if (base := conversation.base_replies.get(position)) is not None:
+            turn.base = _turn_from_stored(base, IN_PROGRESS)
+        out.append(turn)
     return out
+
+
+def _turn_from_stored(t: Any, in_progress: str) -> Turn:
+    """A stored turn (or compare mode's stored base reply) as an engine `Turn`."""
+    finish = t.finish_reason if t.finish_reason in {"stop", "length", "length_in_reasoning", "cancelled"} else (
+        "cancelled" if t.finish_reason == in_progress else "stop"
+    )
+    stats = GenerationStats(
+        prompt_tokens=t.prompt_tokens,
+        completion_tokens=t.completion_tokens,
+        reasoning_tokens=t.reasoning_tokens,
+        seconds=t.seconds,
+        reasoning_seconds=t.reasoning_seconds,
+        finish_reason=finish,  # type: ignore[arg-type]
+    )
+    return Turn(user=t.user, reasoning=t.reasoning, answer=t.answer, stats=stats, error=t.error, created=t.created)

@@ -30,6 +30,8 @@ class MedchatApp(App[int]):
         ("Choose adapter", "Switch LoRA adapter, or back to the base model (F2)", "pick_adapter"),
         ("History", "Open, export or delete saved conversations (F3)", "history"),
         ("Copy answer", "Copy the focused or last answer to the clipboard (F4)", "copy_last"),
+        ("Compare base and adapter", "Answer each question with the base model, then the adapter, side by side (F5)",
+         "toggle_compare"),
         ("Scroll to top", "Scroll the transcript to the first turn (Ctrl+Home)", "scroll_edge('home')"),
         ("Scroll to bottom", "Scroll the transcript to the latest turn (Ctrl+End)", "scroll_edge('end')"),
     ]

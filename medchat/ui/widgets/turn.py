@@ -107,9 +107,12 @@ class TurnView(Vertical, can_focus=True):
         Binding("t", "toggle_reasoning", "Reasoning"),
     ]
 
-    def __init__(self, turn_id: int, user: str, notice: str | None = None, *, model_label: str = "") -> None:
-        super().__init__(classes="turn")
+    def __init__(
+        self, turn_id: int, user: str, notice: str | None = None, *, model_label: str = "", column: str = ""
+    ) -> None:
+        super().__init__(classes="turn column" if column else "turn")
         self.turn_id = turn_id
+        self.column = column  # compare mode: the column's header (what produced it); the question is above
         self.state = TurnState(user=user, model_label=model_label)
         self.notice = notice
         self.started = clock.now()
@@ -120,8 +123,11 @@ class TurnView(Vertical, can_focus=True):
 
     # -- composition ----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        yield Static(self.state.user, markup=False, classes="user-message")
-        if self.notice:
+        if self.column:
+            yield Static(self.column, markup=False, classes="column-header")
+        else:
+            yield Static(self.state.user, markup=False, classes="user-message")
+        if self.notice and not self.column:
             yield Static("⚠  " + self.notice, markup=False, classes="red-flag")
         pane = ReasoningPane(classes="reasoning -empty")
         yield pane
