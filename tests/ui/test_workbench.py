@@ -148,3 +148,104 @@ async def test_compare_mode_needs_an_adapter():
         await ready(pilot)
         await pilot.press("f5")
         assert not app.chat.compare
+
+
+async def test_keep_a_reply_as_a_training_row_edited_named_and_deduplicated():
+    import json
+    import stat
+
+    from medchat.store import saved_rows
+    from medchat.ui.screens.keep_row import KeepRowEditor
+
+    backend = FakeBackend([["<think>", "Urate ", "crystals.", "</think>", "Gout is ", "arthritis."]])
+    app = make_app(Settings(), lambda _s, _p: backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        await ask(pilot, "What is gout?")
+        await until(pilot, lambda: app.screen.query(TurnView) and app.screen.query(TurnView).first().state.finish)
+        view = app.screen.query_one(TurnView)
+        view.focus()
+        await pilot.press("s")
+        await until(pilot, lambda: isinstance(app.screen, KeepRowEditor))
+        editor = app.screen
+        # Pre-filled from the turn: the reasoning pane's text, never the answer.
+        assert editor.query_one("#row-question").text == "What is gout?"
+        assert editor.query_one("#row-reasoning").text == "Urate crystals."
+        assert editor.query_one("#row-answer").text == "Gout is arthritis."
+        editor.query_one("#row-answer").text = "Gout is an inflammatory arthritis caused by urate crystals."
+        editor.query_one("#row-name").value = "gout-fixes"
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: not isinstance(app.screen, KeepRowEditor))
+        path = saved_rows.file_for("gout-fixes")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert [json.loads(line) for line in path.read_text().splitlines()] == [{
+            "Question": "What is gout?", "Complex_CoT": "Urate crystals.",
+            "Response": "Gout is an inflammatory arthritis caused by urate crystals.",
+        }]
+        # Saved again (same question): replaced, not doubled; the editor remembers the file.
+        await pilot.press("s")
+        await until(pilot, lambda: isinstance(app.screen, KeepRowEditor))
+        assert app.screen.query_one("#row-name").value == "gout-fixes"
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: not isinstance(app.screen, KeepRowEditor))
+        assert len(path.read_text().splitlines()) == 1
+        # An empty field is refused in the editor, which stays open and says why.
+        await pilot.press("s")
+        await until(pilot, lambda: isinstance(app.screen, KeepRowEditor))
+        app.screen.query_one("#row-reasoning").text = ""
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, KeepRowEditor)
+        assert "reasoning is empty" in str(app.screen.query_one("#row-hint").render())
+        await pilot.press("escape")
+
+
+async def test_where_did_this_answer_come_from_shows_the_closest_training_rows(tmp_path):
+    import json
+
+    from medchat.finetune import data as D
+    from medchat.finetune.provenance import nearest_rows
+    from medchat.store import adapters as adapter_store
+    from medchat.ui.screens.where_from import WhereFrom
+
+    rows = [{"Question": "What is gout?", "Complex_CoT": "Urate crystals deposit in joints.",
+             "Response": "Gout is an inflammatory arthritis from urate crystals."},
+            {"Question": "What is a fever?", "Complex_CoT": "A raised set point.", "Response": "A high temperature."}]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    folder = adapter_store.store_dir() / "tuned"
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text("{}")
+    (folder / "adapter_model.safetensors").write_bytes(b"\0" * 8)
+    (folder / "medchat.json").write_text(json.dumps({"dataset": {
+        "id": str(data), "kind": "file", "revision": D.file_sha256(data), "train_indices": [0, 1]}}))
+
+    backend = compare_backend([["<think>", "Urate crystals deposit in joints.", "</think>",
+                                "Gout is an inflammatory arthritis from urate crystals."], ["base"], ["again"]])
+    app = make_app(Settings(), lambda _s, _p: backend, find_rows=nearest_rows)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        await ask(pilot, "What is gout?")
+        await until(pilot, lambda: app.screen.query(TurnView) and app.screen.query(TurnView).first().state.finish)
+        app.screen.query_one(TurnView).focus()
+        await pilot.press("w")
+        await until(pilot, lambda: isinstance(app.screen, WhereFrom) and app.screen.result is not None)
+        body = str(app.screen.query_one("#where-body").render())
+        assert "1. row 0 · score" in body and "overlap 100%" in body and "What is gout?" in body
+        await pilot.press("escape")
+        # The data file changed since training: said, not matched.
+        data.write_text(data.read_text() + json.dumps(rows[0]) + "\n")
+        await pilot.press("w")
+        await until(pilot, lambda: isinstance(app.screen, WhereFrom) and app.screen.result is not None)
+        assert "changed since training" in str(app.screen.query_one("#where-body").render())
+        await pilot.press("escape")
+        # In compare mode, the base model's column has no training rows to look in.
+        await pilot.press("f5")
+        await ask(pilot, "Again?")
+        await until(pilot, lambda: app.screen.query(TurnView).last().state.finish)
+        base_column = list(app.screen.query(TurnView))[-2]
+        assert base_column.adapter == "" and app.screen.query(TurnView).last().adapter == "tuned"
+        base_column.focus()
+        await pilot.press("w")
+        await pilot.pause()
+        assert not isinstance(app.screen, WhereFrom)

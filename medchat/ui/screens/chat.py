@@ -42,6 +42,8 @@ from medchat.ui.messages import (
 )
 from medchat.ui.screens.adapters import AdapterPicker
 from medchat.ui.screens.history import HistoryBrowser
+from medchat.ui.screens.keep_row import KeepRowEditor, KeptRow
+from medchat.ui.screens.where_from import WhereFrom
 from medchat.ui.streaming import MIN_INTERVAL, ReplyEnded, ReplyReader, TakePacer
 from medchat.ui.widgets.compare import CompareView
 from medchat.ui.widgets.loading import LoadingView
@@ -63,6 +65,8 @@ WELCOME = (
 DISCLAIMER_LINE = "medchat gives medical information, not medical advice. In an emergency, call your local emergency number."
 
 BackendFactory = Callable[[Settings, Callable[[str], None]], Any]
+# (adapter, reasoning, answer, k) -> the adapter's training rows closest to a reply (a `Provenance`)
+RowFinder = Callable[..., Any]
 
 
 def is_warning(progress_line: str) -> bool:
@@ -115,11 +119,13 @@ class ChatScreen(Screen):
     ]
 
     def __init__(
-        self, settings: Settings, backend_factory: BackendFactory, *, resume: int | None = None
+        self, settings: Settings, backend_factory: BackendFactory, *, resume: int | None = None,
+        find_rows: RowFinder | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings
         self.backend_factory = backend_factory
+        self.find_rows = find_rows
         self.resume = resume
         self.backend: Any = None
         self.session: ChatSession | None = None
@@ -136,6 +142,7 @@ class ChatScreen(Screen):
         self._next_id = 0
         self._pacer = TakePacer()
         self.load_notes: list[str] = []  # loading warnings, kept at the top of the transcript
+        self.row_file = "saved"  # where "keep as training row" saves (the editor lets the user pick)
         self.queued_message: str | None = None  # sent while the model loaded; sent once it is ready
 
     # -- layout ---------------------------------------------------------------------------------
@@ -310,15 +317,17 @@ class ChatScreen(Screen):
         adapter = adapter if adapter is not None else self.backend.info.adapter
         self._next_id += 2
         base = TurnView(self._next_id - 1, text, model_label=model, column=f"base model · {model}")
-        tuned = TurnView(self._next_id, text, model_label=f"{model} + {adapter}", column=f"adapter · {adapter}")
+        tuned = TurnView(self._next_id, text, model_label=f"{model} + {adapter}", column=f"adapter · {adapter}",
+                         adapter=adapter)
         self._views[base.turn_id], self._views[tuned.turn_id] = base, tuned
         await self.transcript.mount(CompareView(text, notice_text(text), base, tuned))
         return base, tuned
 
-    async def _add_view(self, text: str, *, model_label: str | None = None) -> TurnView:
+    async def _add_view(self, text: str, *, model_label: str | None = None, adapter: str | None = None) -> TurnView:
         self._next_id += 1
         label = model_label if model_label is not None else self._model_label()
-        view = TurnView(self._next_id, text, notice_text(text), model_label=label)
+        adapter = adapter if adapter is not None else self.backend.info.adapter
+        view = TurnView(self._next_id, text, notice_text(text), model_label=label, adapter=adapter)
         self._views[view.turn_id] = view
         await self.transcript.mount(view)
         return view
@@ -599,7 +608,7 @@ class ChatScreen(Screen):
                 await self._show_stored(left, base, turn.base)
             else:
                 label = stored.model + (f" + {stored.adapter}" if stored.adapter else "")
-                view = await self._add_view(stored.user, model_label=label)
+                view = await self._add_view(stored.user, model_label=label, adapter=stored.adapter)
             await self._show_stored(view, stored, turn)
         self.notify(f"Reopened conversation {conversation_id}: {conv.title}", timeout=3)
         self.transcript.scroll_end(animate=False)
@@ -639,7 +648,8 @@ class ChatScreen(Screen):
         if action == "continue_reply":
             can = ready and bool(self.session.turns) and self.session.turns[-1].can_continue
             return (None if busy else True) if can else False
-        if action in ("new_chat", "pick_adapter", "copy_last", "toggle_reasoning", "history", "toggle_compare"):
+        if action in ("new_chat", "pick_adapter", "copy_last", "toggle_reasoning", "history", "toggle_compare",
+                      "keep_row", "where_from"):
             return True if ready else (False if self.load_error else None)
         return True
 
@@ -711,6 +721,42 @@ class ChatScreen(Screen):
             await welcome.remove()
         await self.transcript.mount(Static(text, classes="divider", markup=False))
         self.transcript.scroll_end(animate=False)
+
+    def _chosen_reply(self, doing: str) -> TurnView | None:
+        """The focused reply, else the last one; None (and a note) if there is none to act on yet."""
+        view = self.focused if isinstance(self.focused, TurnView) else self._last_view()
+        if view is None or not view.state.answer.strip():
+            self.notify(f"No finished reply to {doing} yet.")
+            return None
+        if view.turn_id == self.generating_turn or view.state.finish == "":
+            self.notify(f"Wait for the reply to finish, then {doing} it.", severity="warning")
+            return None
+        return view
+
+    def action_keep_row(self) -> None:
+        view = self._chosen_reply("keep")
+        if view is None:
+            return
+        # The reasoning is the reasoning pane's text, never the answer's.
+        editor = KeepRowEditor(view.state.user, view.state.reasoning, view.state.answer, self.row_file)
+        self.app.push_screen(editor, self._row_kept)
+
+    def _row_kept(self, kept: KeptRow | None) -> None:
+        if kept is not None:
+            self.row_file = kept.path.stem  # the next row goes to the same file
+            self.notify(kept.summary(), title="Training row kept", timeout=6)
+
+    def action_where_from(self) -> None:
+        view = self._chosen_reply("trace")
+        if view is None:
+            return
+        if not view.adapter:
+            self.notify("This reply came from the base model (no adapter): it has no training rows to look in.")
+            return
+        if self.find_rows is None:
+            self.notify("Looking up training rows is not available here.", severity="warning")
+            return
+        self.app.push_screen(WhereFrom(self.find_rows, view.adapter, view.state.reasoning, view.state.answer))
 
     def action_toggle_reasoning(self) -> None:
         view = self.focused if isinstance(self.focused, TurnView) else self._last_view()

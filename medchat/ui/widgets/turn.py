@@ -105,13 +105,17 @@ class TurnView(Vertical, can_focus=True):
         Binding("C", "copy_all", "Copy with reasoning", show=False),
         Binding("u", "copy_question", "Copy question", show=False),
         Binding("t", "toggle_reasoning", "Reasoning"),
+        Binding("s", "screen.keep_row", "Keep as training row"),
+        Binding("w", "screen.where_from", "Where from?"),
     ]
 
     def __init__(
-        self, turn_id: int, user: str, notice: str | None = None, *, model_label: str = "", column: str = ""
+        self, turn_id: int, user: str, notice: str | None = None, *, model_label: str = "", column: str = "",
+        adapter: str = "",
     ) -> None:
         super().__init__(classes="turn column" if column else "turn")
         self.turn_id = turn_id
+        self.adapter = adapter  # the adapter that wrote this reply ("" = the base model)
         self.column = column  # compare mode: the column's header (what produced it); the question is above
         self.state = TurnState(user=user, model_label=model_label)
         self.notice = notice
