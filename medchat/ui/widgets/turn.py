@@ -228,7 +228,7 @@ class TurnView(Vertical, can_focus=True):
         pane.set_collapsed(bool(answer.strip()) and finish != "length_in_reasoning")
         self.call_after_refresh(pane.fit_scroll_box)
         self.refresh_header()
-        self.set_status(*_status_line(self.state, footer))
+        self.set_status(*_status_line(self.state, footer, keys=not self.column))
 
     # -- display helpers ------------------------------------------------------------------------
     def refresh_header(self) -> None:
@@ -288,16 +288,18 @@ class TurnView(Vertical, can_focus=True):
         self.refresh_header()
 
 
-def _status_line(state: TurnState, footer: str) -> tuple[str, str]:
+def _status_line(state: TurnState, footer: str, keys: bool = True) -> tuple[str, str]:
+    """The line under a reply; ``keys``: name Ctrl+R / Ctrl+O (not under compare mode's columns,
+    which are asked again rather than regenerated or continued)."""
     tail = f"  ·  {footer}" if footer else ""
     if state.finish == "error":
         return f"✖ {state.error}", "error"
     if state.finish == "cancelled":
-        return "■ Stopped — the partial reply is kept. Ctrl+R regenerates." + tail, "warning"
+        return "■ Stopped — the partial reply is kept." + (" Ctrl+R regenerates." if keys else "") + tail, "warning"
     if state.finish == "length_in_reasoning":
-        return "Cut off while thinking (token budget reached) — Ctrl+O continues." + tail, "warning"
+        return "Cut off while thinking (token budget reached)" + (" — Ctrl+O continues." if keys else ".") + tail, "warning"
     if state.finish == "length":
-        return "Cut off at the token budget — Ctrl+O continues." + tail, "warning"
+        return "Cut off at the token budget" + (" — Ctrl+O continues." if keys else ".") + tail, "warning"
     if state.finish == "interrupted":
         return "This reply was interrupted before it finished." + tail, "warning"
     if not state.answer.strip() and state.reasoning.strip():
