@@ -189,6 +189,10 @@ async def test_keep_a_reply_as_a_training_row_edited_named_and_deduplicated():
         await pilot.press("ctrl+s")
         await until(pilot, lambda: not isinstance(app.screen, KeepRowEditor))
         assert len(path.read_text().splitlines()) == 1
+        said = [n.message for n in app._notifications]
+        assert any(m.startswith("Added the row in gout-fixes.jsonl: it now holds 1 row") for m in said)
+        assert any(m.startswith("Replaced the row for this question in gout-fixes.jsonl: it now holds 1 row")
+                   for m in said)
         # An empty field is refused in the editor, which stays open and says why.
         await pilot.press("s")
         await until(pilot, lambda: isinstance(app.screen, KeepRowEditor))
