@@ -21,6 +21,7 @@ def chat(no_history: bool, resume: int | None, **params) -> None:
     """Open the two-pane chat (reasoning | answer)."""
     settings = settings_from(params, history=False if no_history else None)
     from medchat.engine.backends import open_backend
+    from medchat.finetune.provenance import nearest_rows
     from medchat.ui.app import run_chat  # Textual: only when the chat really opens
 
-    run_chat(settings, open_backend, resume=resume)
+    run_chat(settings, open_backend, resume=resume, find_rows=nearest_rows)

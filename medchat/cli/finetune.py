@@ -20,7 +20,7 @@ FINETUNE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--quantize", "quantize", click.Choice(["auto", "4bit", "none"]), "Load the base in 4-bit (QLoRA)."),
     ("--dtype", "dtype", click.Choice(["auto", "bfloat16", "float16", "float32"]), "Base weight dtype."),
     ("--system", "system_prompt", str, "System prompt (chat-template style; chat uses the same)."),
-    ("--dataset", "finetune.dataset", str, "Hub data set id, a .json/.jsonl/.csv/.parquet file, or 'sample'."),
+    ("--dataset", "finetune.dataset", str, "Hub data set id, a .json/.jsonl/.csv/.parquet file, 'sample', or 'saved[:NAME]' (rows kept in the chat)."),
     ("--subset", "finetune.subset", str, "Hub data set configuration (medical-o1: en or zh)."),
     ("--split", "finetune.split", str, "Hub data set split."),
     ("--columns", "finetune.columns", str, "Map columns: question=COL,reasoning=COL,answer=COL."),

@@ -18,6 +18,7 @@ from medchat.cli.ask import ask
 from medchat.cli.bench import bench
 from medchat.cli.chat import chat
 from medchat.cli.config import config
+from medchat.cli.data import data
 from medchat.cli.eval import eval_command
 from medchat.cli.export import export
 from medchat.cli.finetune import finetune
@@ -56,7 +57,7 @@ def cli(ctx: click.Context, debug: bool, **chat_params) -> None:
             f"(medchat {ctx.invoked_subcommand} {flag} ...)", ctx=ctx)
 
 
-for _command in (chat, ask, models, pull, config, history, serve, export, bench,
+for _command in (chat, ask, models, pull, config, history, data, serve, export, bench,
                  finetune, adapters, recipes, eval_command):
     cli.add_command(_command)
 

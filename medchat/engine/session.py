@@ -8,12 +8,13 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from medchat.chatformat.messages import Message
 from medchat.chatformat.think import ReasoningSplitter, think_text
 from medchat.config import GenerationSettings
 from medchat.engine.backends.base import Backend, Finished, PromptReady, RawText
+from medchat.engine.compare import BaseSide
 from medchat.engine.events import (
     AnswerDelta,
     Event,
@@ -141,6 +142,7 @@ class Turn:
     stats: GenerationStats | None = None
     error: str = ""
     created: float = field(default_factory=time.time)
+    base: "Turn | None" = None  # compare mode: the base model's reply to the same prompt (never re-sent)
 
     @property
     def finish_reason(self) -> str:
@@ -192,6 +194,19 @@ class ChatSession:
         self.turns.append(Turn(user=text))
         return self._run(self.messages())
 
+    def send_compare(self, text: str) -> Iterator[Event]:
+        """Compare mode, first half: a new turn, answered by the base model (adapter off) into
+        ``turn.base``. Then ``answer_last()`` answers it with the adapter, from the same prompt."""
+        self.turns.append(Turn(user=text, base=Turn(user=text)))
+        return self._run(self.messages(), base_side=True)
+
+    def answer_last(self) -> Iterator[Event]:
+        """Compare mode, second half: the adapter's reply to the last turn (earlier turns' context is
+        the adapter's answers)."""
+        if not self.turns:
+            raise MedchatError("nothing to answer yet")
+        return self._run(self.messages())
+
     def regenerate(self) -> Iterator[Event]:
         """Replace the last turn's reply with a fresh one."""
         if not self.turns:
@@ -225,12 +240,14 @@ class ChatSession:
         continue_final: bool = False,
         continue_in_reasoning: bool = False,
         extend: bool = False,
+        base_side: bool = False,
     ) -> Iterator[Event]:
         # A new cancel flag and live reply now, not at the first token: a cancel() before iteration
         # starts counts, and a reader can hold the reply before the generation thread starts.
         self._cancel = threading.Event()
         self.live = LiveReply()
-        return self._events(messages, self._cancel, self.live, continue_final, continue_in_reasoning, extend)
+        return self._events(messages, self._cancel, self.live, continue_final, continue_in_reasoning, extend,
+                            base_side)
 
     def _events(
         self,
@@ -240,8 +257,13 @@ class ChatSession:
         continue_final: bool,
         continue_in_reasoning: bool,
         extend: bool,
+        base_side: bool = False,
     ) -> Iterator[Event]:
         turn = self.turns[-1]
+        backend = self.backend
+        if base_side:
+            assert turn.base is not None
+            turn, backend = turn.base, BaseSide(self.backend)
         before_reasoning, before_answer = (turn.reasoning, turn.answer) if extend else ("", "")
         # Deltas go to the live reply, and join the turn's text once, when the reply ends: `+=` per
         # token copies the whole text each time, which grows with the square of the reply.
@@ -249,7 +271,7 @@ class ChatSession:
         ended = False
         try:
             for event in stream_events(
-                self.backend,
+                backend,
                 messages,
                 self.generation,
                 cancel,
@@ -301,17 +323,25 @@ def turns_for_session(conversation: "Conversation") -> list[Turn]:
     from medchat.store.history import IN_PROGRESS
 
     out = []
-    for t in conversation.turns:
-        finish = t.finish_reason if t.finish_reason in {"stop", "length", "length_in_reasoning", "cancelled"} else (
-            "cancelled" if t.finish_reason == IN_PROGRESS else "stop"
-        )
-        stats = GenerationStats(
-            prompt_tokens=t.prompt_tokens,
-            completion_tokens=t.completion_tokens,
-            reasoning_tokens=t.reasoning_tokens,
-            seconds=t.seconds,
-            reasoning_seconds=t.reasoning_seconds,
-            finish_reason=finish,  # type: ignore[arg-type]
-        )
-        out.append(Turn(user=t.user, reasoning=t.reasoning, answer=t.answer, stats=stats, error=t.error, created=t.created))
+    for position, t in enumerate(conversation.turns):
+        turn = _turn_from_stored(t, IN_PROGRESS)
+        if (base := conversation.base_replies.get(position)) is not None:
+            turn.base = _turn_from_stored(base, IN_PROGRESS)
+        out.append(turn)
     return out
+
+
+def _turn_from_stored(t: Any, in_progress: str) -> Turn:
+    """A stored turn (or compare mode's stored base reply) as an engine `Turn`."""
+    finish = t.finish_reason if t.finish_reason in {"stop", "length", "length_in_reasoning", "cancelled"} else (
+        "cancelled" if t.finish_reason == in_progress else "stop"
+    )
+    stats = GenerationStats(
+        prompt_tokens=t.prompt_tokens,
+        completion_tokens=t.completion_tokens,
+        reasoning_tokens=t.reasoning_tokens,
+        seconds=t.seconds,
+        reasoning_seconds=t.reasoning_seconds,
+        finish_reason=finish,  # type: ignore[arg-type]
+    )
+    return Turn(user=t.user, reasoning=t.reasoning, answer=t.answer, stats=stats, error=t.error, created=t.created)

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from medchat.chatformat.example import Example, predicted_letter
 from medchat.chatformat.think import CLOSE, OPEN, split_text
 from medchat.errors import DataError, UsageError
+from medchat.store import saved_rows
 
 SAMPLE = "sample"
 SAMPLE_FILE = "medical_cot_sample.jsonl"
@@ -90,15 +91,19 @@ def load_rows(
     spec: str, subset: str = "", split: str = "train", offline: bool = False
 ) -> tuple[DataSource, list[dict[str, Any]]]:
     """Read every row of a data set as a dict. Raises DataError for anything unusable."""
+    if (saved := saved_rows.dataset_path(spec)) is not None:  # `saved` / `saved:NAME`: rows kept in the chat
+        if not saved.exists():
+            raise DataError(f"no saved rows at {saved}: in the chat, press s on a reply to keep it as a training row")
+        spec = str(saved)
     kind = classify(spec)
     if kind == SAMPLE:
         path = sample_path()
         rows = read_file(path)
-        return DataSource(SAMPLE, SAMPLE, revision=_sha256(path)), rows
+        return DataSource(SAMPLE, SAMPLE, revision=file_sha256(path)), rows
     if kind == "file":
         path = Path(spec).expanduser()
         rows = read_file(path)
-        return DataSource(str(path.resolve()), "file", revision=_sha256(path)), rows
+        return DataSource(str(path.resolve()), "file", revision=file_sha256(path)), rows
     return _load_hub(spec, subset, split, offline)
 
 
@@ -204,7 +209,8 @@ def _read_parquet(path: Path) -> list[dict[str, Any]]:
         raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """"sha256:<hex>" of a file, as the adapter manifest records a data file's revision."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

@@ -365,7 +365,7 @@ class FastDecoder:
         self._capacity = 0
         self._cache: "torch.Tensor | None" = None
         self._cached_ids: list[int] = []
-        self._graphs: dict[tuple[int, bool], Any] = {}
+        self._graphs: dict[tuple[int, bool, bool], Any] = {}
         self._pool = None
         # device-side state read and written by the decode step (static addresses for CUDA graphs)
         dev = self.device
@@ -380,6 +380,7 @@ class FastDecoder:
         self._ranks = torch.arange(self.vocab, device=dev)
         self.lock = threading.Lock()
         self.adapter_name = ""
+        self._lora_on = True  # False inside ``without_adapter``; graphs are captured per state
         self.set_adapter(adapter)
 
     # -- adapter --------------------------------------------------------------------------------
@@ -426,19 +427,27 @@ class FastDecoder:
                 recapture |= linear.set_lora(a, b)
             if recapture:
                 self._drop_graphs()
+            self._cached_ids = []  # the cached K/V were computed with the previous adapter
             self.adapter_name = adapter.name if adapter else ""
 
     @contextlib.contextmanager
     def without_adapter(self) -> "Iterator[None]":
-        """The base model alone for the duration (eager forwards only; captured graphs keep the adapter)."""
+        """The base model alone for the duration (compare mode, the fidelity probe): the LoRA products
+        are left out, in eager forwards and in CUDA graphs captured for that state."""
         linears = [linear for _i, _n, linear in self._linears()]
-        for linear in linears:
-            linear.lora_on = False
+
+        def turn(on: bool) -> None:
+            with self.lock:  # never in the middle of a generation
+                for linear in linears:
+                    linear.lora_on = on
+                self._lora_on = on
+                self._cached_ids = []  # K/V computed in the other state must not be reused
+
+        turn(False)
         try:
             yield
         finally:
-            for linear in linears:
-                linear.lora_on = True
+            turn(True)
 
     def prompt_logits(self, prompt_ids: Sequence[int]) -> "torch.Tensor":
         """Next-token logits (float32, [len, vocab]) at every position of ``prompt_ids``, without
@@ -578,7 +587,7 @@ class FastDecoder:
     def _graph(self, attn_len: int, greedy: bool) -> Any:
         import torch
 
-        key = (attn_len, greedy)
+        key = (attn_len, greedy, self._lora_on)
         graph = self._graphs.get(key)
         if graph is not None:
             return graph

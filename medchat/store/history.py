@@ -49,6 +49,25 @@ CREATE TABLE IF NOT EXISTS turns (
     created REAL NOT NULL,
     PRIMARY KEY (conversation_id, position)
 );
+-- Compare mode: the base model's reply to turn `position` (the turn itself holds the adapter's reply).
+CREATE TABLE IF NOT EXISTS base_replies (
+    conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    user TEXT NOT NULL,
+    reasoning TEXT NOT NULL DEFAULT '',
+    answer TEXT NOT NULL DEFAULT '',
+    finish_reason TEXT NOT NULL DEFAULT '',
+    error TEXT NOT NULL DEFAULT '',
+    model TEXT NOT NULL DEFAULT '',
+    adapter TEXT NOT NULL DEFAULT '',
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+    seconds REAL NOT NULL DEFAULT 0,
+    reasoning_seconds REAL,
+    created REAL NOT NULL,
+    PRIMARY KEY (conversation_id, position)
+);
 """
 
 IN_PROGRESS = "in_progress"  # finish_reason of a turn still generating (or cut by a crash)
@@ -93,6 +112,7 @@ class Conversation:
     backend: str = ""
     system_prompt: str = ""
     turns: list[StoredTurn] = field(default_factory=list)
+    base_replies: dict[int, StoredTurn] = field(default_factory=dict)  # compare mode: position -> base reply
 
 
 def title_from(text: str, limit: int = 60) -> str:
@@ -153,9 +173,10 @@ class HistoryStore:
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         with self._db:
-            self._db.execute(
-                "DELETE FROM turns WHERE conversation_id = ? AND position > ?", (conversation_id, position)
-            )
+            for table in ("turns", "base_replies"):
+                self._db.execute(
+                    f"DELETE FROM {table} WHERE conversation_id = ? AND position > ?", (conversation_id, position)
+                )
             self._db.execute(
                 f"INSERT OR REPLACE INTO turns (conversation_id, position, {cols}) VALUES (?, ?, {marks})",
                 (conversation_id, position, *row.values()),
@@ -164,6 +185,18 @@ class HistoryStore:
                 "UPDATE conversations SET updated = ?, model = ?, adapter = ? WHERE id = ?",
                 (time.time(), turn.model, turn.adapter, conversation_id),
             )
+
+    def save_base_reply(self, conversation_id: int, position: int, turn: StoredTurn) -> None:
+        """Compare mode: insert or replace the base model's reply to turn ``position``."""
+        row = asdict(turn)
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self._db:
+            self._db.execute(
+                f"INSERT OR REPLACE INTO base_replies (conversation_id, position, {cols}) VALUES (?, ?, {marks})",
+                (conversation_id, position, *row.values()),
+            )
+            self._db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (time.time(), conversation_id))
 
     def rename(self, conversation_id: int, title: str) -> None:
         with self._db:
@@ -205,9 +238,13 @@ class HistoryStore:
                 "SELECT * FROM turns WHERE conversation_id = ? ORDER BY position", (conversation_id,)
             )
         ]
+        base_replies = {
+            int(t["position"]): StoredTurn(**{k: t[k] for k in turn_fields})
+            for t in self._db.execute("SELECT * FROM base_replies WHERE conversation_id = ?", (conversation_id,))
+        }
         return Conversation(
             row["id"], row["title"], row["created"], row["updated"], row["model"], row["adapter"],
-            row["backend"], row["system_prompt"], turns,
+            row["backend"], row["system_prompt"], turns, base_replies,
         )
 
 
@@ -263,26 +300,37 @@ def export_markdown(conv: Conversation) -> str:
         out += [f"## {i}. You", "", t.user.strip(), ""]
         if notice := notice_text(t.user):
             out += ["> **Emergency notice:** " + notice.replace("\n", "\n> "), ""]
-        label = "medchat"
-        if t.model:
-            label += f" ({t.model}{' + ' + t.adapter if t.adapter else ''})"
-        out += [f"### {label}", ""]
-        if t.reasoning.strip():
-            summary = "Reasoning"
-            if t.reasoning_seconds:
-                summary += f" ({t.reasoning_seconds:.0f} s"
-                summary += f", {t.reasoning_tokens} tokens)" if t.reasoning_tokens else ")"
-            elif t.reasoning_tokens:
-                summary += f" ({t.reasoning_tokens} tokens)"
-            # A blank line after <summary> lets Markdown inside the block render on GitHub and others.
-            out += ["<details>", f"<summary>{summary}</summary>", "", _html_escape(t.reasoning.strip()), "", "</details>", ""]
-        if t.answer.strip():
-            out += [t.answer.strip(), ""]
-        if t.error:
-            out += [f"> **Error:** {t.error}", ""]
-        elif note := _FINISH_NOTES.get(t.finish_reason):
-            out += [f"*{note}*", ""]
+        if (base := conv.base_replies.get(i - 1)) is not None:  # compare mode: the base model first
+            out += _reply_markdown(base, "base model")
+            out += _reply_markdown(t, "adapter")
+        else:
+            out += _reply_markdown(t)
     return "\n".join(out).rstrip() + "\n"
+
+
+def _reply_markdown(t: StoredTurn, side: str = "") -> list[str]:
+    """One reply (reasoning folded, answer, how it ended) under a heading naming what produced it."""
+    out: list[str] = []
+    label = "medchat" + (f" · {side}" if side else "")
+    if t.model:
+        label += f" ({t.model}{' + ' + t.adapter if t.adapter else ''})"
+    out += [f"### {label}", ""]
+    if t.reasoning.strip():
+        summary = "Reasoning"
+        if t.reasoning_seconds:
+            summary += f" ({t.reasoning_seconds:.0f} s"
+            summary += f", {t.reasoning_tokens} tokens)" if t.reasoning_tokens else ")"
+        elif t.reasoning_tokens:
+            summary += f" ({t.reasoning_tokens} tokens)"
+        # A blank line after <summary> lets Markdown inside the block render on GitHub and others.
+        out += ["<details>", f"<summary>{summary}</summary>", "", _html_escape(t.reasoning.strip()), "", "</details>", ""]
+    if t.answer.strip():
+        out += [t.answer.strip(), ""]
+    if t.error:
+        out += [f"> **Error:** {t.error}", ""]
+    elif note := _FINISH_NOTES.get(t.finish_reason):
+        out += [f"*{note}*", ""]
+    return out
 
 
 def export_json(conv: Conversation) -> str:

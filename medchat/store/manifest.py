@@ -32,16 +32,19 @@ class BaseModelRecord(_Record):
 
 
 class DatasetRecord(_Record):
-    id: str = ""
-    kind: str = ""
+    """The rows an adapter learned from: enough to read them again (``medchat.finetune.provenance``
+    finds the rows closest to a reply) and to tell whether the data file changed since."""
+
+    id: str = ""  # "sample", the data file's absolute path, or a hub id
+    kind: str = ""  # "sample" | "file" | "hub"
     subset: str = ""
     split: str = ""
-    revision: str = ""
+    revision: str = ""  # "sha256:…" of the file (sample or local), or the hub data set's fingerprint
     shape: str = ""
     rows_total: int = 0
-    rows_used: int = 0
+    rows_used: int = 0  # rows trained on, after long rows were dropped
     select: str = ""
-    train_indices: list[int] = Field(default_factory=list)
+    train_indices: list[int] = Field(default_factory=list)  # 0-based rows of the file trained on
     eval_indices: list[int] = Field(default_factory=list)
 
 

@@ -13,7 +13,7 @@ from textual.screen import Screen
 
 from medchat.config import Settings
 from medchat.errors import MedchatError, UsageError
-from medchat.ui.screens.chat import BackendFactory, ChatScreen
+from medchat.ui.screens.chat import BackendFactory, ChatScreen, RowFinder
 
 
 class MedchatApp(App[int]):
@@ -30,21 +30,29 @@ class MedchatApp(App[int]):
         ("Choose adapter", "Switch LoRA adapter, or back to the base model (F2)", "pick_adapter"),
         ("History", "Open, export or delete saved conversations (F3)", "history"),
         ("Copy answer", "Copy the focused or last answer to the clipboard (F4)", "copy_last"),
+        ("Keep reply as a training row", "Edit the focused or last reply and save it as a medical-o1 row (s)",
+         "keep_row"),
+        ("Where did this answer come from?", "The adapter's training rows closest to the focused or last reply (w)",
+         "where_from"),
+        ("Compare base and adapter", "Answer each question with the base model, then the adapter, side by side (F5)",
+         "toggle_compare"),
         ("Scroll to top", "Scroll the transcript to the first turn (Ctrl+Home)", "scroll_edge('home')"),
         ("Scroll to bottom", "Scroll the transcript to the latest turn (Ctrl+End)", "scroll_edge('end')"),
     ]
 
     def __init__(
-        self, settings: Settings, backend_factory: BackendFactory, *, resume: int | None = None
+        self, settings: Settings, backend_factory: BackendFactory, *, resume: int | None = None,
+        find_rows: RowFinder | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings
         self.backend_factory = backend_factory
         self.resume = resume
+        self.find_rows = find_rows
         self.load_error: MedchatError | None = None  # set by the chat screen if the model fails to load
 
     def on_mount(self) -> None:
-        self.push_screen(ChatScreen(self.settings, self.backend_factory, resume=self.resume))
+        self.push_screen(ChatScreen(self.settings, self.backend_factory, resume=self.resume, find_rows=self.find_rows))
 
     @property
     def chat(self) -> ChatScreen:
@@ -75,9 +83,13 @@ def tune_interpreter() -> None:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
 
 
-def make_app(settings: Settings, backend_factory: BackendFactory, *, resume: int | None = None) -> MedchatApp:
-    """The app factory (tests pass a backend factory that returns a FakeBackend)."""
-    return MedchatApp(settings, backend_factory, resume=resume)
+def make_app(
+    settings: Settings, backend_factory: BackendFactory, *, resume: int | None = None,
+    find_rows: RowFinder | None = None,
+) -> MedchatApp:
+    """The app factory (tests pass a backend factory that returns a FakeBackend). ``find_rows``
+    answers "where did this answer come from" (the CLI passes the fine-tuning package's search)."""
+    return MedchatApp(settings, backend_factory, resume=resume, find_rows=find_rows)
 
 
 def check_can_start(resume: int | None, stdout=None) -> None:
@@ -101,11 +113,14 @@ def check_can_start(resume: int | None, stdout=None) -> None:
         )
 
 
-def run_chat(settings: Settings, backend_factory: BackendFactory, resume: int | None = None) -> None:
+def run_chat(
+    settings: Settings, backend_factory: BackendFactory, resume: int | None = None,
+    find_rows: RowFinder | None = None,
+) -> None:
     """Run the chat; a model that failed to load becomes the CLI's one-line error and exit code."""
     check_can_start(resume)
     tune_interpreter()
-    app = make_app(settings, backend_factory, resume=resume)
+    app = make_app(settings, backend_factory, resume=resume, find_rows=find_rows)
     app.run()
     if app.load_error is not None:
         raise app.load_error

@@ -39,7 +39,8 @@ def sample_args(param: click.Option) -> list[str]:
 def chat_calls(monkeypatch):
     """Every run_chat call as (settings, resume), instead of opening the app."""
     calls = []
-    monkeypatch.setattr(app_module, "run_chat", lambda settings, _backends, resume=None: calls.append((settings, resume)))
+    monkeypatch.setattr(app_module, "run_chat",
+                        lambda settings, _backends, resume=None, find_rows=None: calls.append((settings, resume)))
     return calls
 
 
@@ -92,8 +93,8 @@ def test_resume_on_bare_medchat_reopens_the_conversation(monkeypatch):
 
     real_make_app = app_module.make_app
 
-    def headless_app(settings, backend_factory, *, resume=None):
-        app = real_make_app(settings, lambda _settings, _progress: FakeBackend([]), resume=resume)
+    def headless_app(settings, backend_factory, *, resume=None, find_rows=None):
+        app = real_make_app(settings, lambda _settings, _progress: FakeBackend([]), resume=resume, find_rows=find_rows)
         app.run = lambda: asyncio.run(drive(app))
         return app
 

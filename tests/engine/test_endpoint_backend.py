@@ -85,6 +85,25 @@ def test_set_adapter_switches_the_served_model_name(served):
         endpoint.set_adapter("./adapters/mine")
 
 
+def test_compare_asks_for_the_base_model_then_the_adapter_by_their_served_names(served, monkeypatch):
+    from medchat.engine.compare import BaseSide
+
+    names = []
+    original = served.backend.stream
+
+    def spy(messages, settings, cancel, continue_final=False):
+        names.append(served.backend.info.adapter)
+        return original(messages, settings, cancel, continue_final)
+
+    monkeypatch.setattr(served.backend, "stream", spy)
+    endpoint = EndpointBackend(served.base_url, api_key="k", model="fake-model")
+    endpoint.set_adapter("med-lora")
+    base = BaseSide(endpoint)
+    assert base.info.adapter == "" and base.info.model == "fake-model"
+    assert isinstance(run(base)[-1], GenerationDone) and isinstance(run(endpoint)[-1], GenerationDone)
+    assert names == ["", "med-lora"] and endpoint.model == "med-lora"  # the adapter's name again after
+
+
 def test_a_chat_session_sends_only_answers_back(served):
     endpoint = EndpointBackend(served.base_url, api_key="k", model="fake-model")
     session = ChatSession(endpoint, system_prompt="sys")

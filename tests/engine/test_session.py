@@ -181,3 +181,19 @@ def test_continue_keeps_the_earlier_text_and_the_live_reply_holds_only_the_new_d
     list(s.continue_last())
     assert "".join(s.live.reasoning) == " part two" and "".join(s.live.answer) == "Answer"
     assert (s.turns[-1].reasoning, s.turns[-1].answer) == ("part one part two", "Answer")
+
+
+def test_compare_answers_the_same_prompt_without_then_with_the_adapter():
+    b = FakeBackend([["<think>", "b-why", "</think>", "base answer"], ["<think>", "a-why", "</think>", "adapter answer"],
+                     ["second"]], known_adapters={"ad": "fake-model"})
+    b.set_adapter("ad")
+    s = ChatSession(b)
+    base_events = list(s.send_compare("Q"))
+    assert isinstance(base_events[-1], GenerationDone) and b.info.adapter == "ad"  # switched back on after
+    list(s.answer_last())
+    turn = s.turns[-1]
+    assert (turn.base.reasoning, turn.base.answer) == ("b-why", "base answer")
+    assert (turn.reasoning, turn.answer) == ("a-why", "adapter answer")
+    assert b.adapters_used == ["", "ad"] and b.calls[0] == b.calls[1]  # same prompt, adapter off then on
+    list(s.send("Q2"))  # the conversation goes on with the adapter's answers only
+    assert [m.content for m in b.calls[-1] if m.role == "assistant"] == ["adapter answer"]

@@ -126,3 +126,21 @@ def test_json_export():
 def test_title_is_one_short_line():
     assert title_from("a\n b   c") == "a b c"
     assert len(title_from("x" * 200)) == 60
+
+
+def test_compared_questions_keep_the_base_reply_beside_the_adapters():
+    with HistoryStore() as store:
+        cid = store.new_conversation("q", model="m", adapter="lora")
+        store.save_turn(cid, 0, StoredTurn("q", "a-why", "adapter says", "stop", model="m", adapter="lora"))
+        store.save_base_reply(cid, 0, StoredTurn("q", "b-why", "base says", "stop", model="m"))
+        store.save_turn(cid, 1, StoredTurn("q2", "", "more", "stop", model="m", adapter="lora"))
+        conv = store.load(cid)
+        assert conv.base_replies[0].answer == "base says" and 1 not in conv.base_replies
+        turns = turns_for_session(conv)
+        assert turns[0].base.answer == "base says" and turns[1].base is None
+        md = export_markdown(conv)
+        assert md.index("### medchat · base model (m)") < md.index("base says") < md.index(
+            "### medchat · adapter (m + lora)") < md.index("adapter says")
+        assert json.loads(export_json(conv))["base_replies"]["0"]["answer"] == "base says"
+        store.save_turn(cid, 0, StoredTurn("q", "", "redone", "stop", model="m"))  # later positions go; this one stays
+        assert store.load(cid).base_replies[0].answer == "base says"

@@ -8,6 +8,7 @@ local output.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
@@ -236,6 +237,16 @@ class EndpointBackend:
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return 0  # the OpenAI API has no tokenizer endpoint
+
+    @contextlib.contextmanager
+    def adapter_off(self) -> Iterator[None]:
+        """Compare mode: ask for the base model's served name for a while, then the adapter's again."""
+        saved = self.model
+        self.model = self.base_model
+        try:
+            yield
+        finally:
+            self.model = saved
 
     def set_adapter(self, adapter: str | None) -> None:
         """Serve-side LoRA: the adapter is a model name the server lists (vLLM ``--lora-modules``)."""

@@ -5,6 +5,7 @@ It is not a model: it replays the chunks it was given, like llm's MockModel.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Iterator, Sequence
@@ -44,6 +45,7 @@ class FakeBackend:
         self.known_adapters = known_adapters or {}  # adapter name -> base model it was made for
         self.info = BackendInfo(backend="fake", model=model, device="cpu")
         self.calls: list[list[Message]] = []
+        self.adapters_used: list[str] = []  # the adapter each call ran with ("" = the base model)
 
     def enqueue(self, *chunks: str) -> None:
         self.replies.append(list(chunks))
@@ -56,6 +58,7 @@ class FakeBackend:
         continue_final: bool = False,
     ) -> Iterator[StreamItem]:
         self.calls.append(list(messages))
+        self.adapters_used.append(self.info.adapter)
         reply = self.replies.pop(0) if self.replies else ["(no scripted reply)"]
         yield PromptReady(self.count_tokens(messages), self.opens_in_reasoning)
         if isinstance(reply, BaseException):
@@ -79,6 +82,15 @@ class FakeBackend:
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return sum(len(m.content.split()) + 4 for m in messages)
+
+    @contextlib.contextmanager
+    def adapter_off(self) -> Iterator[None]:
+        saved = self.info
+        self.info = BackendInfo(**{**self.info.__dict__, "adapter": ""})
+        try:
+            yield
+        finally:
+            self.info = saved
 
     def set_adapter(self, adapter: str | None) -> None:
         if adapter is None:

@@ -13,6 +13,7 @@ a probe measures how much of its effect the decode loop keeps (``medchat.models.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import threading
 from dataclasses import replace
@@ -152,6 +153,23 @@ class FastBackend(HFBackend):
             tracker.closed()
             prompt += generated + close
             left -= len(generated) + len(close)
+
+    @contextlib.contextmanager
+    def adapter_off(self) -> Iterator[None]:
+        """Generate as the bare base model for a while (compare mode): the adapter's matrices are left out
+        of the same decoder (its CUDA graphs for that state are captured once and kept)."""
+        if not self._adapter_name:
+            yield
+            return
+        with self._fast_lock:
+            saved = self.prompt_style
+            self.prompt_style = self.resolved.prompt_style
+        try:
+            with self.decoder.without_adapter():
+                yield
+        finally:
+            with self._fast_lock:
+                self.prompt_style = saved
 
     def set_adapter(self, adapter: str | None) -> None:
         adapter = adapter or None

@@ -191,6 +191,19 @@ class HFBackend:
             return self.model.disable_adapter()
         return contextlib.nullcontext()
 
+    @contextlib.contextmanager
+    def adapter_off(self) -> Iterator[None]:
+        """Generate as the bare base model for a while (compare mode): PEFT's ``disable_adapter()``
+        on the same weights, the base model's own prompt style; the adapter is back afterwards."""
+        with self._lock:
+            saved = self._active_adapter, self.prompt_style
+            self._active_adapter, self.prompt_style = None, self.resolved.prompt_style
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active_adapter, self.prompt_style = saved
+
     def set_adapter(self, adapter: str | None) -> None:
         if adapter is None or adapter == "":
             with self._lock:

@@ -26,7 +26,7 @@ from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
 from medchat.config import Settings
-from medchat.engine.events import Event, GenerationDone, GenerationFailed
+from medchat.engine.events import Event, GenerationDone, GenerationFailed, GenerationStats
 from medchat.engine.session import ChatSession, turns_for_session
 from medchat.errors import MedchatError, out_of_memory
 from medchat.safety import notice_text
@@ -42,7 +42,10 @@ from medchat.ui.messages import (
 )
 from medchat.ui.screens.adapters import AdapterPicker
 from medchat.ui.screens.history import HistoryBrowser
+from medchat.ui.screens.keep_row import KeepRowEditor, KeptRow
+from medchat.ui.screens.where_from import WhereFrom
 from medchat.ui.streaming import MIN_INTERVAL, ReplyEnded, ReplyReader, TakePacer
+from medchat.ui.widgets.compare import CompareView
 from medchat.ui.widgets.loading import LoadingView
 from medchat.ui.widgets.prompt import PromptInput
 from medchat.ui.widgets.status import StatusBar
@@ -55,13 +58,15 @@ WELCOME = (
     "Ask a medical question below. The model's reasoning streams in a dimmed pane that folds away when "
     "the answer starts.\n\n"
     "Enter sends · Ctrl+J newline · Esc stops · Ctrl+R regenerates · Ctrl+N new chat · "
-    "F2 adapter · F3 history · Ctrl+P every command"
+    "F2 adapter · F3 history · F5 compare base and adapter · Ctrl+P every command"
 )
 
 # Short enough for one line at 120 columns; narrower terminals wrap it (it is never cut off).
 DISCLAIMER_LINE = "medchat gives medical information, not medical advice. In an emergency, call your local emergency number."
 
 BackendFactory = Callable[[Settings, Callable[[str], None]], Any]
+# (adapter, reasoning, answer, k) -> the adapter's training rows closest to a reply (a `Provenance`)
+RowFinder = Callable[..., Any]
 
 
 def is_warning(progress_line: str) -> bool:
@@ -92,6 +97,8 @@ class LiveTurn:
     prompt_tokens: int = 0
     last_save: float = 0.0
     next_take: Timer | None = None
+    side: str = ""  # compare mode: "base" (saved as the turn's base reply) or "adapter"
+    then: TurnView | None = None  # compare mode: the adapter's column, answered when the base reply ends
 
 
 class ChatScreen(Screen):
@@ -104,6 +111,7 @@ class ChatScreen(Screen):
         Binding("f2", "pick_adapter", "Adapter"),
         Binding("f3", "history", "History"),
         Binding("f4", "copy_last", "Copy answer"),
+        Binding("f5", "toggle_compare", "Compare", show=False),  # the footer is full; the welcome and Ctrl+P name it
         Binding("pageup", "scroll_transcript(-1)", "Scroll up", show=False, priority=True),
         Binding("pagedown", "scroll_transcript(1)", "Scroll down", show=False, priority=True),
         Binding("ctrl+home", "scroll_edge('home')", "Top", show=False),
@@ -111,11 +119,13 @@ class ChatScreen(Screen):
     ]
 
     def __init__(
-        self, settings: Settings, backend_factory: BackendFactory, *, resume: int | None = None
+        self, settings: Settings, backend_factory: BackendFactory, *, resume: int | None = None,
+        find_rows: RowFinder | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings
         self.backend_factory = backend_factory
+        self.find_rows = find_rows
         self.resume = resume
         self.backend: Any = None
         self.session: ChatSession | None = None
@@ -124,6 +134,7 @@ class ChatScreen(Screen):
         self.load_error: MedchatError | None = None
         self.generating_turn: int | None = None
         self.switching_adapter = False
+        self.compare = False  # compare mode: each question is answered by the base model, then the adapter
         self.stopping = False  # Esc was pressed; the generation thread ends at its next token
         self._queued_adapter: str | None = None  # chosen while a stopped reply was winding down
         self._views: dict[int, TurnView] = {}
@@ -131,6 +142,8 @@ class ChatScreen(Screen):
         self._next_id = 0
         self._pacer = TakePacer()
         self.load_notes: list[str] = []  # loading warnings, kept at the top of the transcript
+        self.row_file = "saved"  # where "keep as training row" saves (the editor lets the user pick)
+        self.queued_message: str | None = None  # sent while the model loaded; sent once it is ready
 
     # -- layout ---------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -212,6 +225,10 @@ class ChatScreen(Screen):
             self.notify(note, title="Model", severity="warning", timeout=10)
         if self.resume is not None:
             await self.open_conversation(self.resume)
+        queued, self.queued_message = self.queued_message, None
+        await self.query("#queued").remove()
+        if queued is not None and self.generating_turn is None:
+            await self.send(queued)
         if not self._views:
             await self._show_welcome()
         self.transcript.anchor()
@@ -224,6 +241,12 @@ class ChatScreen(Screen):
         self.status.state = "model failed to load"
         for view in self.query(LoadingView):
             view.fail(message.error)
+        if self.queued_message is not None:  # not sent: give the text back rather than lose it
+            for note in self.query("#queued"):
+                note.update(f"You: {self.queued_message}\n✖ not sent: the model failed to load")
+            if not self.prompt.text:
+                self.prompt.text = self.queued_message
+            self.queued_message = None
 
     def _new_session(self, turns=()) -> ChatSession:
         return ChatSession(self.backend, self.settings.generation, self.settings.system_prompt, turns=turns)
@@ -236,10 +259,26 @@ class ChatScreen(Screen):
         text = message.text.strip()
         if not text:
             return
+        if self.session is None and self.load_error is None:
+            await self._queue_until_loaded(message.prompt, text)
+            return
         if not self._ready_to_generate():
             return
         message.prompt.clear()
         await self.send(text)
+
+    async def _queue_until_loaded(self, prompt: PromptInput, text: str) -> None:
+        """A message sent while the model loads waits, visibly, and is sent when the model is ready."""
+        if self.queued_message is not None:
+            self.notify("A message is already waiting for the model; it will send when the model is loaded.",
+                        severity="warning")
+            return
+        self.queued_message = text
+        prompt.clear()
+        await self.transcript.mount(
+            Static(f"You: {text}\n⏳ will send when the model is loaded", id="queued", markup=False)
+        )
+        self.transcript.scroll_end(animate=False)
 
     def _ready_to_generate(self) -> bool:
         if self.session is None:
@@ -260,14 +299,35 @@ class ChatScreen(Screen):
         assert self.session is not None
         for welcome in self.query("#welcome"):
             await welcome.remove()
+        if self.compare:
+            base, adapter = await self._add_compare_views(text)
+            adapter.set_status("waits for the base model's reply…", "pending")
+            events = self.session.send_compare(text)
+            self._start(base, events, position=len(self.session.turns) - 1, side="base", then=adapter)
+            return
         view = await self._add_view(text)
         events = self.session.send(text)
         self._start(view, events, position=len(self.session.turns) - 1)
 
-    async def _add_view(self, text: str, *, model_label: str | None = None) -> TurnView:
+    async def _add_compare_views(
+        self, text: str, *, model: str | None = None, adapter: str | None = None
+    ) -> tuple[TurnView, TurnView]:
+        """Compare mode: the question, and a column for each side, headed by what produced it."""
+        model = model if model is not None else self.backend.info.model
+        adapter = adapter if adapter is not None else self.backend.info.adapter
+        self._next_id += 2
+        base = TurnView(self._next_id - 1, text, model_label=model, column=f"base model · {model}")
+        tuned = TurnView(self._next_id, text, model_label=f"{model} + {adapter}", column=f"adapter · {adapter}",
+                         adapter=adapter)
+        self._views[base.turn_id], self._views[tuned.turn_id] = base, tuned
+        await self.transcript.mount(CompareView(text, notice_text(text), base, tuned))
+        return base, tuned
+
+    async def _add_view(self, text: str, *, model_label: str | None = None, adapter: str | None = None) -> TurnView:
         self._next_id += 1
         label = model_label if model_label is not None else self._model_label()
-        view = TurnView(self._next_id, text, notice_text(text), model_label=label)
+        adapter = adapter if adapter is not None else self.backend.info.adapter
+        view = TurnView(self._next_id, text, notice_text(text), model_label=label, adapter=adapter)
         self._views[view.turn_id] = view
         await self.transcript.mount(view)
         return view
@@ -276,7 +336,9 @@ class ChatScreen(Screen):
         info = self.backend.info
         return info.model + (f" + {info.adapter}" if info.adapter else "")
 
-    def _start(self, view: TurnView, events: Iterator[Event], position: int) -> None:
+    def _start(
+        self, view: TurnView, events: Iterator[Event], position: int, *, side: str = "", then: TurnView | None = None
+    ) -> None:
         assert self.session is not None
         info = self.backend.info
         if self.store is not None and self.conversation_id is None:
@@ -287,7 +349,8 @@ class ChatScreen(Screen):
         # session.live: the reply that send/regenerate/continue_last has just begun.
         reader = ReplyReader(self.session.live)
         self._live[view.turn_id] = LiveTurn(
-            self.session, position, self.conversation_id, info.model, info.adapter, reader
+            self.session, position, self.conversation_id, info.model, "" if side == "base" else info.adapter, reader,
+            side=side, then=then,
         )
         self._save(view.turn_id)
         self.generating_turn = view.turn_id
@@ -402,16 +465,23 @@ class ChatScreen(Screen):
 
     async def _end(self, turn_id: int, event: GenerationDone | GenerationFailed) -> None:
         live = self._live.pop(turn_id, None)
+        stopped = self.stopping
         if self.generating_turn == turn_id:
             self._reply_ended()
             self.status.state = "switching adapter…" if self.switching_adapter else "ready"
+            if live is not None and live.then is not None:  # compare mode: the adapter's half comes next
+                self.generating_turn = live.then.turn_id
         view = self._views.get(turn_id)
         if live is not None:
             self._save_live(live, view)
         self.refresh_bindings()
         if view is None or not view.is_attached or live is None:
+            if live is not None and live.then is not None and self.generating_turn == live.then.turn_id:
+                self._reply_ended()  # the compared question is gone: its adapter half never starts
             return
         turn = live.session.turns[live.position] if live.position < len(live.session.turns) else None
+        if turn is not None and live.side == "base":
+            turn = turn.base
         reasoning = turn.reasoning if turn else getattr(event, "reasoning", "")
         answer = turn.answer if turn else getattr(event, "answer", "")
         if isinstance(event, GenerationDone):
@@ -427,6 +497,31 @@ class ChatScreen(Screen):
             await view.finish(reasoning, answer, "error", error=error)
         if self.transcript.is_anchored:
             self.transcript.scroll_end(animate=False)
+        if live.then is not None:
+            await self._answer_with_adapter(live, event, stopped)
+
+    async def _answer_with_adapter(self, live: LiveTurn, event: GenerationDone | GenerationFailed, stopped: bool) -> None:
+        """Compare mode: the base model's reply ended; now the adapter answers the same prompt, unless
+        Esc stopped the base reply (Esc stops both) or the conversation moved on meanwhile."""
+        view = live.then
+        assert view is not None
+        if self.generating_turn != view.turn_id:
+            return  # abandoned meanwhile (new chat, reopened conversation, quit)
+        if live.session is not self.session or not view.is_attached:
+            self.generating_turn = None
+            return
+        cancelled = stopped or (isinstance(event, GenerationDone) and event.stats.finish_reason == "cancelled")
+        if cancelled:
+            self.generating_turn = None
+            self.refresh_bindings()
+            turn = live.session.turns[live.position]
+            turn.stats = GenerationStats(finish_reason="cancelled")
+            await view.finish("", "", "cancelled", footer=view.state.model_label)
+            if self.store is not None and live.conversation_id is not None:
+                row = stored_from_turn(turn, model=live.model, adapter=self.backend.info.adapter)
+                self._store_call(self.store.save_turn, live.conversation_id, live.position, row)
+            return
+        self._start(view, live.session.answer_last(), live.position, side="adapter")
 
     def _tick(self) -> None:
         if self.generating_turn is not None and (view := self._views.get(self.generating_turn)):
@@ -448,15 +543,26 @@ class ChatScreen(Screen):
             self._save_live(live, self._views.get(turn_id))
 
     def _save_live(self, live: LiveTurn, view: TurnView | None, finish: str | None = None) -> None:
+        first_save = live.last_save == 0.0
         live.last_save = clock.now()
         if self.store is None or live.conversation_id is None or live.position >= len(live.session.turns):
             return
         turn = live.session.turns[live.position]
-        row = stored_from_turn(turn, model=live.model, adapter=live.adapter, finish_reason=finish)
-        if view is not None and not turn.stats and not turn.error:
+        if live.side == "base":  # compare mode: the turn's row (the adapter's, in progress) first
+            if first_save:
+                row = stored_from_turn(turn, model=live.model, adapter=self.backend.info.adapter)
+                self._store_call(self.store.save_turn, live.conversation_id, live.position, row)
+            if turn.base is None or self.store is None:
+                return
+            target = turn.base
+        else:
+            target = turn
+        row = stored_from_turn(target, model=live.model, adapter=live.adapter, finish_reason=finish)
+        if view is not None and not target.stats and not target.error:
             # In progress: the view holds what has been shown so far (the engine's turn may lag).
             row.reasoning, row.answer = view.state.reasoning, view.state.answer
-        self._store_call(self.store.save_turn, live.conversation_id, live.position, row)
+        save = self.store.save_base_reply if live.side == "base" else self.store.save_turn
+        self._store_call(save, live.conversation_id, live.position, row)
 
     def abandon_generation(self) -> None:
         """Stop the reply in progress and save it as stopped (quit, new chat, reopen)."""
@@ -495,18 +601,28 @@ class ChatScreen(Screen):
         await self._clear_transcript()
         self.session = self._new_session(turns_for_session(conv))
         self.conversation_id = conversation_id if self.store is not None else None
-        for stored, turn in zip(conv.turns, self.session.turns):
-            label = stored.model + (f" + {stored.adapter}" if stored.adapter else "")
-            view = await self._add_view(stored.user, model_label=label)
-            finish = stored.finish_reason if stored.finish_reason != "in_progress" else "interrupted"
-            footer = f"{stored.completion_tokens} tokens · {label}" if stored.completion_tokens else label
-            await view.finish(
-                stored.reasoning, stored.answer, "error" if stored.error else finish,
-                stats=turn.stats, error=stored.error, footer=footer,
-            )
+        for position, (stored, turn) in enumerate(zip(conv.turns, self.session.turns)):
+            base = conv.base_replies.get(position)
+            if base is not None and turn.base is not None:  # a compared question: both columns again
+                left, view = await self._add_compare_views(stored.user, model=stored.model, adapter=stored.adapter)
+                await self._show_stored(left, base, turn.base)
+            else:
+                label = stored.model + (f" + {stored.adapter}" if stored.adapter else "")
+                view = await self._add_view(stored.user, model_label=label, adapter=stored.adapter)
+            await self._show_stored(view, stored, turn)
         self.notify(f"Reopened conversation {conversation_id}: {conv.title}", timeout=3)
         self.transcript.scroll_end(animate=False)
         self.refresh_bindings()
+
+    @staticmethod
+    async def _show_stored(view: TurnView, stored: Any, turn: Any) -> None:
+        label = stored.model + (f" + {stored.adapter}" if stored.adapter else "")
+        finish = stored.finish_reason if stored.finish_reason != "in_progress" else "interrupted"
+        footer = f"{stored.completion_tokens} tokens · {label}" if stored.completion_tokens else label
+        await view.finish(
+            stored.reasoning, stored.answer, "error" if stored.error else finish,
+            stats=turn.stats, error=stored.error, footer=footer,
+        )
 
     async def _clear_transcript(self) -> None:
         await self.transcript.remove_children()
@@ -532,7 +648,8 @@ class ChatScreen(Screen):
         if action == "continue_reply":
             can = ready and bool(self.session.turns) and self.session.turns[-1].can_continue
             return (None if busy else True) if can else False
-        if action in ("new_chat", "pick_adapter", "copy_last", "toggle_reasoning", "history"):
+        if action in ("new_chat", "pick_adapter", "copy_last", "toggle_reasoning", "history", "toggle_compare",
+                      "keep_row", "where_from"):
             return True if ready else (False if self.load_error else None)
         return True
 
@@ -543,8 +660,14 @@ class ChatScreen(Screen):
             if view := self._views.get(self.generating_turn):
                 view.set_status("stopping…", "pending")
 
+    def _refuse_compared(self) -> bool:
+        if self.session is not None and self.session.turns and self.session.turns[-1].base is not None:
+            self.notify("The last question was compared: ask it again to compare two new replies.", severity="warning")
+            return True
+        return False
+
     async def action_regenerate(self) -> None:
-        if not self._ready_to_generate() or not self.session.turns:
+        if not self._ready_to_generate() or not self.session.turns or self._refuse_compared():
             return
         view = self._last_view()
         if view is None:
@@ -554,7 +677,7 @@ class ChatScreen(Screen):
         self._start(view, events, position=len(self.session.turns) - 1)
 
     async def action_continue_reply(self) -> None:
-        if not self._ready_to_generate() or not self.session.turns:
+        if not self._ready_to_generate() or not self.session.turns or self._refuse_compared():
             return
         if not self.session.turns[-1].can_continue:
             self.notify("The last reply did not stop early; nothing to continue.")
@@ -578,6 +701,62 @@ class ChatScreen(Screen):
         await self._show_welcome()
         self.prompt.focus()
         self.refresh_bindings()
+
+    async def action_toggle_compare(self) -> None:
+        if self.backend is None:
+            return
+        adapter = self.backend.info.adapter
+        if not self.compare and not adapter:
+            self.notify("Compare mode needs an adapter: choose one with F2, then press F5.", severity="warning")
+            return
+        await self._set_compare(not self.compare)
+
+    async def _set_compare(self, on: bool, why: str = "") -> None:
+        self.compare = self.status.compare = on
+        if on:
+            text = f"── compare mode: each question is answered by the base model, then by adapter {self.backend.info.adapter} ──"
+        else:
+            text = "── compare mode off" + (f" ({why})" if why else "") + " ──"
+        for welcome in self.query("#welcome"):
+            await welcome.remove()
+        await self.transcript.mount(Static(text, classes="divider", markup=False))
+        self.transcript.scroll_end(animate=False)
+
+    def _chosen_reply(self, doing: str) -> TurnView | None:
+        """The focused reply, else the last one; None (and a note) if there is none to act on yet."""
+        view = self.focused if isinstance(self.focused, TurnView) else self._last_view()
+        if view is None or not view.state.answer.strip():
+            self.notify(f"No finished reply to {doing} yet.")
+            return None
+        if view.turn_id == self.generating_turn or view.state.finish == "":
+            self.notify(f"Wait for the reply to finish, then {doing} it.", severity="warning")
+            return None
+        return view
+
+    def action_keep_row(self) -> None:
+        view = self._chosen_reply("keep")
+        if view is None:
+            return
+        # The reasoning is the reasoning pane's text, never the answer's.
+        editor = KeepRowEditor(view.state.user, view.state.reasoning, view.state.answer, self.row_file)
+        self.app.push_screen(editor, self._row_kept)
+
+    def _row_kept(self, kept: KeptRow | None) -> None:
+        if kept is not None:
+            self.row_file = kept.path.stem  # the next row goes to the same file
+            self.notify(kept.summary(), title="Training row kept", timeout=6)
+
+    def action_where_from(self) -> None:
+        view = self._chosen_reply("trace")
+        if view is None:
+            return
+        if not view.adapter:
+            self.notify("This reply came from the base model (no adapter): it has no training rows to look in.")
+            return
+        if self.find_rows is None:
+            self.notify("Looking up training rows is not available here.", severity="warning")
+            return
+        self.app.push_screen(WhereFrom(self.find_rows, view.adapter, view.state.reasoning, view.state.answer))
 
     def action_toggle_reasoning(self) -> None:
         view = self.focused if isinstance(self.focused, TurnView) else self._last_view()
@@ -664,6 +843,8 @@ class ChatScreen(Screen):
         for welcome in self.query("#welcome"):
             await welcome.remove()
         await self.transcript.mount(Static(f"── now answering with {what} ──", classes="divider", markup=False))
+        if self.compare and not message.adapter:
+            await self._set_compare(False, "no adapter to compare with")
         self.transcript.scroll_end(animate=False)
         self.notify(f"Now using {what}.", timeout=3)
 

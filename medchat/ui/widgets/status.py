@@ -14,6 +14,7 @@ class StatusBar(Static):
     tok_per_s = reactive(0.0)
     context_used = reactive(0)
     context_length = reactive(0)
+    compare = reactive(False)  # compare mode: base model and adapter answer each question
     state = reactive("loading")  # loading · ready · generating · switching adapter · failed
     warning = reactive("")  # e.g. the decode loop keeps too little of the adapter's effect
 
@@ -23,7 +24,7 @@ class StatusBar(Static):
         parts = [
             self.backend,
             self.model,
-            f"adapter: {self.adapter or 'none (base model)'}",
+            f"adapter: {self.adapter or 'none (base model)'}" + (" · compare: base | adapter" if self.compare else ""),
             f"⚠ {self.warning}" if self.warning else "",
             self.device,
             f"{self.tok_per_s:.1f} tok/s" if self.tok_per_s else "– tok/s",

@@ -105,11 +105,18 @@ class TurnView(Vertical, can_focus=True):
         Binding("C", "copy_all", "Copy with reasoning", show=False),
         Binding("u", "copy_question", "Copy question", show=False),
         Binding("t", "toggle_reasoning", "Reasoning"),
+        Binding("s", "screen.keep_row", "Keep as training row"),
+        Binding("w", "screen.where_from", "Where from?"),
     ]
 
-    def __init__(self, turn_id: int, user: str, notice: str | None = None, *, model_label: str = "") -> None:
-        super().__init__(classes="turn")
+    def __init__(
+        self, turn_id: int, user: str, notice: str | None = None, *, model_label: str = "", column: str = "",
+        adapter: str = "",
+    ) -> None:
+        super().__init__(classes="turn column" if column else "turn")
         self.turn_id = turn_id
+        self.adapter = adapter  # the adapter that wrote this reply ("" = the base model)
+        self.column = column  # compare mode: the column's header (what produced it); the question is above
         self.state = TurnState(user=user, model_label=model_label)
         self.notice = notice
         self.started = clock.now()
@@ -120,8 +127,11 @@ class TurnView(Vertical, can_focus=True):
 
     # -- composition ----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        yield Static(self.state.user, markup=False, classes="user-message")
-        if self.notice:
+        if self.column:
+            yield Static(self.column, markup=False, classes="column-header")
+        else:
+            yield Static(self.state.user, markup=False, classes="user-message")
+        if self.notice and not self.column:
             yield Static("⚠  " + self.notice, markup=False, classes="red-flag")
         pane = ReasoningPane(classes="reasoning -empty")
         yield pane
@@ -218,7 +228,7 @@ class TurnView(Vertical, can_focus=True):
         pane.set_collapsed(bool(answer.strip()) and finish != "length_in_reasoning")
         self.call_after_refresh(pane.fit_scroll_box)
         self.refresh_header()
-        self.set_status(*_status_line(self.state, footer))
+        self.set_status(*_status_line(self.state, footer, keys=not self.column))
 
     # -- display helpers ------------------------------------------------------------------------
     def refresh_header(self) -> None:
@@ -278,16 +288,18 @@ class TurnView(Vertical, can_focus=True):
         self.refresh_header()
 
 
-def _status_line(state: TurnState, footer: str) -> tuple[str, str]:
+def _status_line(state: TurnState, footer: str, keys: bool = True) -> tuple[str, str]:
+    """The line under a reply; ``keys``: name Ctrl+R / Ctrl+O (not under compare mode's columns,
+    which are asked again rather than regenerated or continued)."""
     tail = f"  ·  {footer}" if footer else ""
     if state.finish == "error":
         return f"✖ {state.error}", "error"
     if state.finish == "cancelled":
-        return "■ Stopped — the partial reply is kept. Ctrl+R regenerates." + tail, "warning"
+        return "■ Stopped — the partial reply is kept." + (" Ctrl+R regenerates." if keys else "") + tail, "warning"
     if state.finish == "length_in_reasoning":
-        return "Cut off while thinking (token budget reached) — Ctrl+O continues." + tail, "warning"
+        return "Cut off while thinking (token budget reached)" + (" — Ctrl+O continues." if keys else ".") + tail, "warning"
     if state.finish == "length":
-        return "Cut off at the token budget — Ctrl+O continues." + tail, "warning"
+        return "Cut off at the token budget" + (" — Ctrl+O continues." if keys else ".") + tail, "warning"
     if state.finish == "interrupted":
         return "This reply was interrupted before it finished." + tail, "warning"
     if not state.answer.strip() and state.reasoning.strip():
