@@ -73,7 +73,7 @@ def test_compare_json_gives_base_then_adapter_with_the_ask_fields(monkeypatch, c
     assert (out["base"]["adapter"], out["adapter"]["adapter"]) == (None, "ad")
     assert (out["base"]["answer"], out["adapter"]["answer"]) == ("base says", "lora says")
     assert out["base"]["reasoning"] == "base why"
-    fields = {"reasoning", "answer", "model", "adapter", "backend", "prompt_tokens", "completion_tokens", "seconds",
+    fields = {"reasoning", "answer", "model", "adapter", "adapter_fidelity", "backend", "prompt_tokens", "completion_tokens", "seconds",
               "tok_per_s", "finish_reason"}
     assert set(out["base"]) == set(out["adapter"]) == fields
     assert backend.adapters_used == ["", "ad"]

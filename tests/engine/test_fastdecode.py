@@ -225,3 +225,16 @@ def test_both_lora_products_give_the_same_tokens(monkeypatch):
     want = list(FastDecoder(with_adapter()).generate(PROMPT, GREEDY))
     monkeypatch.setattr(fastdecode, "LORA_OP", "mv")
     assert list(FastDecoder(with_adapter()).generate(PROMPT, GREEDY)) == want
+
+
+def test_the_adapter_switched_off_gives_the_base_tokens_and_never_reuses_its_cache(tmp_path):
+    from medchat.models.lora import read_lora
+
+    with_adapter(2).save_pretrained(tmp_path / "a2")
+    decoder, base = FastDecoder(with_adapter()), list(FastDecoder(tiny()).generate(PROMPT, GREEDY))
+    tuned = list(decoder.generate(PROMPT, GREEDY))
+    with decoder.without_adapter():  # the same prompt again: its cached K/V hold the adapter's values
+        assert list(decoder.generate(PROMPT, GREEDY)) == base
+    assert list(decoder.generate(PROMPT, GREEDY)) == tuned
+    decoder.set_adapter(read_lora(tmp_path / "a2", n_layers=2))
+    assert list(decoder.generate(PROMPT, GREEDY)) == hf_greedy(with_adapter(2), PROMPT, 24)
