@@ -136,8 +136,12 @@ def check_file(prep: Prepared, path: Path, what: str, *, eos_id: int | None, say
     greedy replies the adapter's."""
     meta = llamacpp.read_metadata(path)
     llamacpp.check_metadata(path, meta, template=prep.template, eos_id=eos_id, what=what)
+    from medchat.export.parity import check_tokenizer
+
     say(f"loading {what} back through transformers' GGUF reader")
-    loaded, tok = llamacpp.load_back(path)
+    tok = llamacpp.load_tokenizer(path)
+    check_tokenizer(tok, prep.reference, what)  # before the weights: a foreign tokenizer fails fast
+    loaded = llamacpp.load_model(path)
     sixteen_bit = int(meta.get("general.file_type", -1)) in SIXTEEN_BIT_FILE_TYPES
     return gate(prep, loaded, tok, what, sixteen_bit=sixteen_bit, say=say)
 

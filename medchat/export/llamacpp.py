@@ -187,17 +187,26 @@ def file_type_name(meta: dict[str, Any]) -> str:
         return "unknown"
 
 
-def load_back(path: Path) -> tuple[Any, Any]:
-    """A GGUF file through transformers' GGUF reader (dequantised to float32), with its tokenizer."""
+def load_tokenizer(path: Path) -> Any:
+    """The tokenizer transformers rebuilds from a GGUF file's metadata."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except (OSError, ValueError, RuntimeError, KeyError, IndexError, TypeError) as exc:
+        raise ParityError(f"cannot read back the tokenizer of {path}: {first_line(exc)}") from exc
+
+
+def load_model(path: Path) -> Any:
+    """A GGUF file through transformers' GGUF reader, dequantised to float32."""
     import torch
     import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     transformers.utils.logging.disable_progress_bar()
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # the reader's tqdm bar ignores the switch above
-            tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
             model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
     except (OSError, ValueError, RuntimeError, KeyError, IndexError, TypeError) as exc:
         raise ParityError(f"cannot read back {path}: {first_line(exc)}") from exc
-    return model.eval(), tok
+    return model.eval()

@@ -123,7 +123,7 @@ class Prepared:
 
 def prepare(adapter: str, *, model: str, device: str, offline: bool, system_prompt: str, say: Say) -> Prepared:
     """Load the 16-bit base in float32 (merging and the parity reference both want full precision),
-    attach the adapter, and run the parity reference."""
+    attach the adapter, and render the parity prompts (the reference runs in ``merge`` or ``gate``)."""
     adapter_path = adapter_store.resolve_adapter(adapter)
     base_spec = model or adapter_store.adapter_base_model(adapter_path)
     if not base_spec:
@@ -155,11 +155,14 @@ def prepare(adapter: str, *, model: str, device: str, offline: bool, system_prom
     manifest = read_manifest(adapter_path)
     system = (manifest.system_prompt if manifest and manifest.system_prompt else system_prompt)
     prompts = parity.render_prompts(tokenizer, style, system)
-    ref = parity.reference(peft_model, tokenizer, prompts, say)
+    ref = parity.Reference(prompts=prompts, prompt_ids=[parity.encode(tokenizer, p) for p in prompts])
     return Prepared(adapter_path, resolved, peft_model, tokenizer, style, tokenizer.chat_template, system, ref)
 
 
 def merge(prep: Prepared, dtype: Any, say: Say) -> Any:
+    from medchat.export.parity import run_reference
+
+    run_reference(prep.model, prep.reference, say)  # while the adapter is still unmerged
     say(f"merging adapter {prep.adapter_path.name}")
     merged = prep.model.merge_and_unload()
     prep.model = None  # merge_and_unload folded the LoRA into the base's own weights
@@ -187,6 +190,8 @@ def gate(prep: Prepared, loaded: Any, loaded_tokenizer: Any, what: str, *, sixte
     from medchat.export import parity
 
     parity.check_tokenizer(loaded_tokenizer, prep.reference, what)
+    if prep.model is not None:  # --verify: nothing was merged, the reference runs now
+        parity.run_reference(prep.model, prep.reference, say)
     say(f"parity gate: comparing {what} with the adapter on its base")
     figures = parity.compare(loaded, prep.reference, sixteen_bit=sixteen_bit)
     parity.enforce(figures, what)

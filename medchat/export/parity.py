@@ -109,8 +109,16 @@ def _path_logits(model: Any, ids: list[int], continuation: list[int]) -> Any:
 
 def reference(peft_model: Any, tokenizer: Any, prompts: list[str], say: Say = lambda _m: None) -> Reference:
     """Run the adapter (attached, unmerged, float32) on the prompts; also the base alone on the same path."""
-    say(f"parity reference: the adapter on its base, {len(prompts)} prompts x {NEW_TOKENS} greedy tokens")
     ref = Reference(prompts=prompts, prompt_ids=[encode(tokenizer, p) for p in prompts])
+    run_reference(peft_model, ref, say)
+    return ref
+
+
+def run_reference(peft_model: Any, ref: Reference, say: Say = lambda _m: None) -> None:
+    """Fill in ``ref``'s greedy replies and logits (before the adapter is merged away)."""
+    if ref.greedy:
+        return
+    say(f"parity reference: the adapter on its base, {len(ref.prompts)} prompts x {NEW_TOKENS} greedy tokens")
     eos = _eos_ids(peft_model)
     for ids in ref.prompt_ids:
         greedy = _greedy(peft_model, ids, NEW_TOKENS, eos)
@@ -118,7 +126,6 @@ def reference(peft_model: Any, tokenizer: Any, prompts: list[str], say: Say = la
         ref.logits.append(_path_logits(peft_model, ids, greedy))
         with peft_model.disable_adapter():
             ref.base_logits.append(_path_logits(peft_model, ids, greedy))
-    return ref
 
 
 def compare(model: Any, ref: Reference, *, sixteen_bit: bool) -> ParityRecord:
