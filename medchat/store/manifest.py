@@ -70,6 +70,34 @@ class LossRecord(_Record):
     history: list[tuple[int, float]] = Field(default_factory=list)  # (step, loss)
 
 
+class ParityRecord(_Record):
+    """What the parity gate measured on an exported model, against the adapter on its base (float32)."""
+
+    passed: bool = False
+    prompts: int = 0
+    new_tokens: int = 0  # greedy tokens per prompt
+    same_tokens: bool = False  # every prompt's greedy reply is token for token the adapter's
+    token_agreement: float = 0.0  # teacher-forced: share of the adapter's greedy tokens the export puts first
+    free_running_agreement: float = 0.0  # the export's own greedy tokens against the adapter's, by position
+    near_ties: int = 0  # disagreements where the adapter's own top two were within the tie margin
+    effect_kept: float = 0.0  # share of the adapter's logit change (with vs without it) the export keeps
+    effect_cosine: float = 0.0
+    rule: str = ""  # the pass rule applied, in words
+
+
+class ExportRecord(_Record):
+    """One export of the adapter (``medchat export``) and its parity figures."""
+
+    kind: str = ""  # "gguf" or "merged"
+    path: str = ""
+    quant: str = ""  # GGUF tensor type (f16, q8_0, ...); the dtype for a merged folder
+    created: str = ""
+    medchat_version: str = ""
+    base_model: str = ""
+    prompt_style: str = ""
+    parity: ParityRecord = Field(default_factory=ParityRecord)
+
+
 class Manifest(_Record):
     format: int = FORMAT
     name: str = ""
@@ -95,6 +123,7 @@ class Manifest(_Record):
     # `medchat eval` results, oldest first: benchmark, its file hash, rows, settings, versions, figures
     evaluations: list[dict[str, Any]] = Field(default_factory=list)
     pushed_to: list[str] = Field(default_factory=list)  # hub repos the adapter went to
+    exports: list[ExportRecord] = Field(default_factory=list)  # `medchat export` results, parity figures included
 
     @model_validator(mode="before")
     @classmethod
@@ -110,7 +139,7 @@ class Manifest(_Record):
 
     def to_json(self) -> str:
         data = self.model_dump(mode="python")
-        for optional in ("tensorboard_logs", "eval", "evaluations", "pushed_to"):  # written only when there is one
+        for optional in ("tensorboard_logs", "eval", "evaluations", "pushed_to", "exports"):  # written only when there is one
             if not data[optional]:
                 data.pop(optional)
         return json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"

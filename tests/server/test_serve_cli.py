@@ -114,4 +114,4 @@ def test_export_chat_template_writes_the_adapters_prompt_style(fake_adapter, tmp
 
 def test_export_needs_something_to_export(fake_adapter):
     r = medchat("export", "--adapter", str(fake_adapter))
-    assert r.returncode == 2 and "--merged DIR and/or --chat-template FILE" in r.stderr
+    assert r.returncode == 2 and "--merged DIR, --gguf FILE, --chat-template FILE and/or --verify PATH" in r.stderr

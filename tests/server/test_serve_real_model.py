@@ -107,6 +107,8 @@ def test_export_merged_folder_loads_without_peft_and_answers_like_the_adapter(em
     assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "medchat-export.json"} <= names
     assert "adapter_config.json" not in names and not any(n.endswith(".bin") for n in names)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
+    parity = json.loads((out / "medchat-export.json").read_text())["parity"]
+    assert parity["passed"] and parity["same_tokens"]  # the gate loaded it back and compared it
 
     tok = AutoTokenizer.from_pretrained(out)
     model = AutoModelForCausalLM.from_pretrained(out, use_safetensors=True)
