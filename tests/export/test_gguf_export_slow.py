@@ -92,3 +92,42 @@ def test_a_file_with_another_tokenizer_fails_the_gate(exported, tmp_path, monkey
     with pytest.raises(ParityError) as err:
         verify(adapter.name, other, model="smollm2", device="cpu", offline=True)
     assert "its tokenizer encodes the parity prompts differently" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_tokenizer_llama_cpp_does_not_know_stops_the_export(embedded_model_dir, tmp_path, monkeypatch):
+    """A tiny random Qwen2 (the R1 Qwen distill's architecture) with the embedded model's vocabulary:
+    transformers loads it as a Qwen2 tokenizer (Qwen's pre-tokenizer over SmolLM2's vocabulary), whose
+    hash llama.cpp does not know. The export names the hash and stops; nothing is written or guessed."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from medchat.export.gguf_export import export_gguf
+    from medchat.export.parity import ParityError
+    from medchat.store.adapters import store_dir
+
+    monkeypatch.setenv("MEDCHAT_HOME", str(tmp_path / "home"))
+    base = tmp_path / "tiny-qwen2"
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, bos_token_id=1, eos_token_id=2,
+                         tie_word_embeddings=True, max_position_embeddings=2048)
+    model = Qwen2ForCausalLM(config)
+    model.save_pretrained(base, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(embedded_model_dir / name, base / name)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    adapter = store_dir() / "tiny"
+    peft_model.save_pretrained(adapter)
+    (adapter / "medchat.json").write_text('{"name": "tiny", "base_model": {"id": "%s"}}' % base)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+
+    lines: list[str] = []
+    with pytest.raises(ParityError) as err:
+        export_gguf("tiny", out_dir / "tiny.gguf", quant="f16", model=str(base), device="cpu", offline=True,
+                    say=lines.append)
+    assert str(err.value).startswith("llama.cpp's converter does not recognise this model's tokenizer "
+                                     "(pre-tokenizer hash ") and "\n" not in str(err.value)
+    assert "converting with llama.cpp's Qwen2Model to f16" in lines
+    assert list(out_dir.iterdir()) == []  # no GGUF, no staging folder, no Modelfile
