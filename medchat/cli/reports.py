@@ -53,8 +53,9 @@ def describe_phases(phases: dict[str, float], total: float) -> str:
     parts = [f"{label} {clock(phases[key])}" for key, label in startup if phases.get(key)]
     text = f"{clock(total)} in all: training {clock(phases.get('training', 0.0))} at the steady rate"
     text += f"; start-up {clock(sum(phases.get(k, 0.0) for k, _ in startup))} ({', '.join(parts)})"
-    for key, label in (("save", "save"), ("merge", "merge"), ("report_card", "report card")):
-        if key in phases:
+    for key, label in (("training_end", "end of training"), ("save", "save"), ("merge", "merge"),
+                       ("report_card", "report card")):
+        if key in phases and (key != "training_end" or phases[key] >= 1):
             text += f"; {label} {clock(phases[key])}"
     return text
 

@@ -155,8 +155,10 @@ def run_finetune(settings: Settings, *, name: str = "", recipe: str = "", resume
         f"start-up so far {round(time.time() - started)} s")
     trainer, result = train(plan, model, tokenizer, built, say, group)
     group.finish()
-    phases.seconds.update(trainer=result.setup_seconds, first_step=round(result.first_step_seconds or 0.0, 2),
-                          training=round(result.seconds - (result.first_step_seconds or 0.0), 2))
+    first = result.first_step_seconds or 0.0
+    phases.seconds.update(trainer=result.setup_seconds, first_step=round(first, 2), training=result.steps_seconds,
+                          # after the last step: the trainer's own end (a final checkpoint, if any)
+                          training_end=round(max(result.seconds - first - result.steps_seconds, 0.0), 2))
     if result.interrupted:
         raise Interrupted(f"stopped at step {result.steps}; checkpoint saved in {plan.run_dir}. "
                           f"Continue with: medchat finetune --resume {plan.name}"

@@ -300,6 +300,7 @@ class TrainResult:
     interrupted: bool
     steady_tokens_per_second: float | None = None
     first_step_seconds: float | None = None  # compilation and warm-up
+    steps_seconds: float = 0.0  # from the first step's end to the last step's end: the steady steps
     setup_seconds: float = 0.0  # from the trainer's construction to its first step (packing included)
     gpus: int = 1  # ranks of a data-parallel launch (distributed.py)
     peak_gpu_gib_per_rank: list[float] | None = None
@@ -388,6 +389,7 @@ def train(plan: Plan, model: Any, tokenizer: Any, built: Built, say: Say, group:
         interrupted=stop.requested,
         steady_tokens_per_second=progress.steady_rate(),
         first_step_seconds=progress.first_step,
+        steps_seconds=round(progress.seconds - (progress.first_step or 0.0), 2) if progress.first_step is not None else 0.0,
         setup_seconds=round(max(progress.began - t_setup, 0.0), 2) if progress.began else 0.0,
         gpus=group.ranks.world_size,
         peak_gpu_gib_per_rank=peaks if cuda and group.distributed else None,

@@ -65,7 +65,7 @@ def test_summary_says_how_long_start_up_took():
     from medchat.cli.reports import describe_phases
 
     phases = {"plan": 1.2, "load": 21.0, "data": 2.0, "trainer": 3.0, "first_step": 38.0, "training": 58.0,
-              "save": 2.0, "report_card": 30.0}
+              "training_end": 0.2, "save": 2.0, "report_card": 30.0}
     text = describe_phases(phases, 160.0)
     assert text.startswith("2m40s in all: training 58s at the steady rate; start-up 1m05s (plan 1s, load 21s")
     assert "first step 38s); save 2s; report card 30s" in text
