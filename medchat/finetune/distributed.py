@@ -296,8 +296,7 @@ def without_gpus(argv: list[str]) -> list[str]:
 
 def torchrun_args(gpus: int, argv: list[str]) -> list[str]:
     """torchrun's arguments for ``medchat <argv>`` on ``gpus`` GPUs of this machine."""
-    return ["--standalone", f"--nproc_per_node={gpus}", f"--shutdown-timeout={SHUTDOWN_SECONDS}",
-            "-m", "medchat", *without_gpus(argv)]
+    return ["--standalone", f"--nproc_per_node={gpus}", "-m", "medchat", *without_gpus(argv)]
 
 
 def launch(gpus: int, argv: list[str], *, cpu: bool = False) -> None:
@@ -318,6 +317,9 @@ def launch(gpus: int, argv: list[str], *, cpu: bool = False) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun
 
+    # torchrun's wait between SIGTERM and SIGKILL, for the ranks to save: an environment variable, because
+    # the --shutdown-timeout flag is newer than torch 2.11 (whose torchrun would refuse it); older ones wait 30 s
+    os.environ.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(SHUTDOWN_SECONDS))
     # torchrun would set 1 thread per process and say so; share the cores out instead.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // gpus)))
     try:
