@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from medchat.config import GenerationSettings
 
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3")
-Quantize = Literal["none", "int4"]
+Quantize = Literal["none", "int4", "int8"]
 PREFILL_CHUNK = 512  # tokens per prefill forward: bounds the attention scores' memory
 MIN_BUCKET = 256  # smallest attention length a CUDA graph is captured for
 INT4_ALGORITHM = "tinygemm"  # how int4 scales/zeros are chosen: "tinygemm" (min/max) or "hqq" (optimised)
@@ -88,17 +88,19 @@ def unsupported_reason(model: Any, quantize: Quantize = "none") -> str | None:
 
 
 class _Linear:
-    """Weights of y = x @ W^T (+ b): W plain (any dtype) or int4 tile-packed for aten's tinygemm."""
+    """Weights of y = x @ W^T (+ b): W plain (any dtype), int4 tile-packed for aten's tinygemm (CUDA), or
+    int8 with one scale per output row for aten's int8 weight-only kernel (CPU)."""
 
     def __init__(self, weight: "torch.Tensor", bias: "torch.Tensor | None", quantize: Quantize) -> None:
         import torch
 
         self.out_features = weight.shape[0]
         self.bias = bias
-        self.int4 = quantize == "int4" and _int4_ok(weight)
+        self.format = "none"
         self.scale_and_zero = None
         self.pad = 0
-        if self.int4:
+        if quantize == "int4" and _int4_ok(weight):
+            self.format = "int4"
             self.pad = -weight.shape[1] % 1024  # the kernel wants in_features padded to 1024
             from torchao.quantization.quantize_.workflows.int4.int4_tile_packed_to_4d_tensor import (
                 Int4TilePackedTo4dTensor,
@@ -107,29 +109,42 @@ class _Linear:
             q = Int4TilePackedTo4dTensor.from_hp(weight.to(torch.bfloat16), [1, 128],
                                                  int4_choose_qparams_algorithm=INT4_ALGORITHM)
             self.weight, self.scale_and_zero = q.qdata, q.scale_and_zero
+        elif quantize == "int8" and weight.device.type == "cpu":
+            # symmetric, per output row: W ~ q * scale, |q| <= 127 (the kernel dequantises row by row)
+            self.format = "int8"
+            w = weight.to(torch.float32)
+            scale = (w.abs().amax(dim=1) / 127.0).clamp(min=torch.finfo(torch.float32).tiny)
+            self.weight = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
+            self.scale_and_zero = scale.to(weight.dtype)  # the kernel wants the activations' dtype
         else:
             self.weight = weight
+
+    @property
+    def int4(self) -> bool:
+        return self.format == "int4"
 
     def args(self) -> tuple:
         """Tensors for ``_mm`` (kept as plain tensors so one compiled graph serves every layer)."""
         return (self.weight, self.scale_and_zero, self.bias)
 
-    def spec(self) -> tuple[int, bool, int]:
+    def spec(self) -> tuple[int, str, int]:
         """Static facts for ``_mm``: identical for every layer, so compiled code is shared."""
-        return (self.out_features, self.int4, self.pad)
+        return (self.out_features, self.format, self.pad)
 
     def __call__(self, x: "torch.Tensor") -> "torch.Tensor":
         return _mm(x, *self.args(), self.spec())
 
 
-def _mm(x, weight, scale_and_zero, bias, spec: tuple[int, bool, int]):
+def _mm(x, weight, scale_and_zero, bias, spec: tuple[int, str, int]):
     import torch
 
-    out_features, int4, pad = spec
-    if int4:
+    out_features, fmt, pad = spec
+    if fmt == "int4":
         if pad:
             x = torch.nn.functional.pad(x, (0, pad))
         y = torch.ops.aten._weight_int4pack_mm(x, weight, 128, scale_and_zero)[:, :out_features]
+    elif fmt == "int8":
+        y = torch.ops.aten._weight_int8pack_mm(x, weight, scale_and_zero)
     else:
         y = torch.nn.functional.linear(x, weight)
     return y + bias if bias is not None else y
@@ -274,6 +289,8 @@ class FastDecoder:
         self.device = torch.device(device) if device is not None else inner.embed_tokens.weight.device
         if quantize == "int4" and self.device.type != "cuda":
             self.device = torch.device("cuda")
+        if quantize == "int8" and self.device.type != "cpu":
+            raise FastPathUnavailable("int8 weights are for the CPU (CUDA uses int4)")
         self.dtype = inner.embed_tokens.weight.dtype
         if self.dtype not in (torch.float32, torch.bfloat16, torch.float16):  # e.g. a 4-bit checkpoint's
             self.dtype = torch.bfloat16
@@ -316,7 +333,7 @@ class FastDecoder:
                 if dev.type == "cuda":
                     torch.cuda.empty_cache()
             self.norm = vec(inner.norm)
-            if tied and quantize != "int4":
+            if tied and quantize == "none":
                 self.lm_head = _Linear(self.embed, None, "none")
             else:
                 self.lm_head = _Linear(*cast(_take([head], dev)) if not tied else (self.embed, None), quantize)
@@ -325,6 +342,7 @@ class FastDecoder:
         # Each matrix is int4 only where its shape allows it (SmolLM2's 576 columns: down_proj alone).
         self.int4_matrices = [name for name in ("qkv", "o", "gate_up", "down") if getattr(first, name).int4]
         self.int4 = bool(self.int4_matrices)
+        self.int8 = first.qkv.format == "int8"
         self._pre_dims = (self.n_heads, self.n_kv, self.head_dim, self.eps, first.qkv.spec(), self.fused_ops)
         self._post_dims = (self.eps, first.o.spec(), first.gate_up.spec(), first.down.spec(), self.fused_ops)
         if any((layer.qkv.spec(), layer.o.spec(), layer.gate_up.spec(), layer.down.spec())
@@ -355,6 +373,8 @@ class FastDecoder:
         if self.int4:
             where = "" if len(self.int4_matrices) == 4 else f" on {', '.join(self.int4_matrices)} only"
             parts.append(f"int4 g128{where} (torchao tile-packed)")
+        if self.int8:
+            parts.append("int8 weights (one scale per row)")
         if self.cuda_graphs:
             parts.append("CUDA graphs")
         return ", ".join(parts)

@@ -4,7 +4,7 @@
 applies, loads the weights the way it needs them (16-bit, or a 4-bit checkpoint to dequantise),
 folds the LoRA adapter in, and returns a ``FastBackend`` -- or ``(None, reason)`` so that the
 caller falls back to transformers' ``generate``. On CUDA the weights become int4 (torchao's
-tile-packed format) unless ``quantize = "none"``.
+tile-packed format), on the CPU int8 (aten's weight-only kernel), unless ``quantize = "none"``.
 
 Switching adapters rebuilds the decoder from the base weights (the adapter is merged, not
 attached): it takes about as long as the first load.
@@ -32,7 +32,7 @@ Say = Callable[[str], None]
 
 
 def plan_fast(settings: Settings, resolved: ResolvedModel, device: str) -> tuple[str | None, str]:
-    """(weight format "int4"/"none", "") when the fast path applies, else (None, why not)."""
+    """(weight format "int4"/"int8"/"none", "") when the fast path applies, else (None, why not)."""
     if settings.decoder == "generate":
         return None, "decoder = generate"
     if settings.quantize == "4bit" and device != "cuda":
@@ -49,7 +49,9 @@ def plan_fast(settings: Settings, resolved: ResolvedModel, device: str) -> tuple
     if config.model_type not in SUPPORTED_TYPES:
         return None, f"model type {config.model_type} is not one of {', '.join(SUPPORTED_TYPES)}"
     if device != "cuda":
-        return "none", ""
+        # int8 weights (one scale per row) roughly halve the bytes each token reads; `quantize = none`
+        # keeps 16-bit weights and transformers' exact ops (generate's greedy text, token for token)
+        return ("none" if settings.quantize == "none" else "int8"), ""
     if settings.quantize == "none":
         return "none", ""
     try:
@@ -107,7 +109,7 @@ class FastBackend(HFBackend):
         yield Finished(count, reason)
 
     def set_adapter(self, adapter: str | None) -> None:
-        adapter = adapter or None
+        adapter = None if not adapter or adapter.lower() == adapter_store.NO_ADAPTER else adapter
         if adapter == self._adapter_name:
             return
         path = None
@@ -148,11 +150,11 @@ def _build(resolved: ResolvedModel, settings: Settings, device: str, weights: st
     model, tokenizer = load_for_decoder(resolved, device=device, dtype=settings.dtype)
     if adapter_path is not None:
         model = attach_adapter(model, adapter_path, resolved).eval()
-    if weights == "int4":
-        say("quantising to int4 for the fast decode path")
+    if weights in ("int4", "int8"):
+        say(f"quantising to {weights} for the fast decode path")
     decoder = FastDecoder(model, quantize=weights, device=device)  # type: ignore[arg-type]
     _free_gpu()
-    quant = "int4" if decoder.int4 else "none"
+    quant = "int4" if decoder.int4 else ("int8" if decoder.int8 else "none")
     info = BackendInfo(
         backend="hf",
         model=resolved.name,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from textual.reactive import reactive
 from textual.widgets import Static
 
+from medchat.store.adapters import DEMO_ADAPTER
+
 
 class StatusBar(Static):
     backend = reactive("")
@@ -22,7 +24,7 @@ class StatusBar(Static):
         parts = [
             self.backend,
             self.model,
-            f"adapter: {self.adapter or 'none (base model)'}",
+            f"adapter: {self.adapter or 'none (base model)'}" + (" (format demo)" if self.adapter == DEMO_ADAPTER else ""),
             self.device,
             f"{self.tok_per_s:.1f} tok/s" if self.tok_per_s else "– tok/s",
             f"ctx {self.context_used}/{self.context_length}" if self.context_length else f"ctx {self.context_used}",
