@@ -216,7 +216,8 @@ class Settings:
     )
     device: Literal["auto", "cpu", "cuda"] = doc("Where the model runs.", "auto")
     quantize: Literal["auto", "4bit", "none"] = doc(
-        "'4bit' loads weights with bitsandbytes NF4; 'auto' = 4bit on CUDA, none on CPU.", "auto"
+        "'4bit' loads weights with bitsandbytes NF4; 'auto' = 4bit on CUDA, none on CPU. medchat's decode loop "
+        "then runs int4 weights on CUDA and int8 on the CPU; 'none' keeps 16-bit weights there too.", "auto"
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = doc(
         "Compute dtype; 'auto' = bfloat16 where supported, else float16 (GPU) or float32.", "auto"

@@ -32,6 +32,8 @@ def run_bench(settings: Any, *, new_tokens: int, train: bool, train_steps: int, 
     say = say or (lambda m: print(f"medchat: {m}", file=sys.stderr, flush=True))
     settings = replace(settings, generation=replace(settings.generation, temperature=0.0,
                                                     max_new_tokens=new_tokens, repetition_penalty=1.0))
+    if not settings.adapter:  # the bare model, not the embedded model's default demo adapter: the
+        settings = replace(settings, adapter="none")  # engine and generate then run the same weights
     spec = {"settings": _settings_dict(settings)}
     result: dict[str, Any] = {"device": {}, "versions": {}, "settings": {
         "model": settings.model, "adapter": settings.adapter, "backend": settings.backend,

@@ -108,7 +108,8 @@ def worker_engine(spec: dict) -> dict:
 def _adapter_path(settings: Any) -> Path | None:
     from medchat.store import adapters as store
 
-    return store.resolve_adapter(settings.adapter) if settings.adapter else None
+    name = "" if settings.adapter.lower() == store.NO_ADAPTER else settings.adapter
+    return store.resolve_adapter(name) if name else None
 
 
 def _time_generate(model: Any, tokenizer: Any, settings: Any, tokens: int, style: str) -> dict:

@@ -27,19 +27,20 @@ def adapters_list(as_json: bool) -> None:
         for a in found:
             click.echo(json.dumps({"name": a.name, "path": str(a.path), "base_model": a.base_model,
                                    "created": a.created, "dataset": a.dataset, "rows": a.rows,
-                                   "final_loss": a.final_loss, "latest_eval": a.latest_eval}))
+                                   "final_loss": a.final_loss, "latest_eval": a.latest_eval,
+                                   "bundled": a.bundled}))
         return
-    if not found:
-        click.echo("no adapters yet: create one with `medchat finetune --model smollm2 --dataset sample`")
-    else:
+    if found:
         rows = [("NAME", "BASE MODEL", "DATA", "ROWS", "LOSS", "CREATED", "LATEST EVAL (base→adapter)")]
-        for a in sorted(found, key=lambda a: a.created):
+        for a in sorted(found, key=lambda a: (not a.bundled, a.created)):
             loss = f"{a.final_loss:.3f}" if isinstance(a.final_loss, (int, float)) else "–"
-            rows.append((a.name, a.base_model, a.dataset.rsplit("/", 1)[-1] or "–", str(a.rows), loss, a.created[:16],
-                         a.latest_eval or "–"))
+            rows.append((a.name + (" (bundled)" if a.bundled else ""), a.base_model, a.dataset.rsplit("/", 1)[-1] or "–",
+                         str(a.rows), loss, a.created[:16], a.latest_eval or "–"))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
         for r in rows:
             click.echo("  ".join(f"{c:<{w}}" for c, w in zip(r, widths)) + "  " + r[-1])
+    if all(a.bundled for a in found):
+        click.echo("no adapters yet: create one with `medchat finetune --model smollm2 --dataset sample`")
     stale = stale_temporaries()
     if stale:
         click.echo(f"({len(stale)} unfinished save(s) in {stale[0].parent}, not listed)", err=True)
@@ -70,6 +71,7 @@ def adapters_show(name: str, as_json: bool) -> None:
     lines = [
         ("created", manifest.created),
         ("recipe", manifest.recipe or "–"),
+        ("command", manifest.command or "–"),
         ("base model", base.id + (f" @ {base.revision}" if base.revision else "")),
         ("prompt style", f"{manifest.prompt_style} (template {manifest.chat_template_hash})"),
         ("data", f"{data.id}{subset_split(data)} ({data.shape}), "

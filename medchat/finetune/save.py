@@ -66,6 +66,15 @@ def model_revision(source: str) -> str:
     return ""
 
 
+def invocation() -> str:
+    """The `medchat finetune …` command line that is running (so that it can be run again), or ""."""
+    import shlex
+    import sys
+
+    args = sys.argv[1:]
+    return "medchat " + shlex.join(args) if args[:1] == ["finetune"] else ""
+
+
 def build_manifest(plan: Plan, tokenizer: Any, built: Built, result: TrainResult, started: float,
                    revision: str = "") -> Manifest:
     from medchat import __version__
@@ -80,6 +89,7 @@ def build_manifest(plan: Plan, tokenizer: Any, built: Built, result: TrainResult
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "medchat_version": __version__,
         "recipe": plan.recipe,
+        "command": invocation(),
         "base_model": {"id": plan.resolved.base_id, "name": plan.resolved.name, "source": plan.resolved.source,
                        "revision": revision},
         "prompt_style": plan.style,

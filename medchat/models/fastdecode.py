@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from medchat.models.lora import LoraWeights
 
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3")
-Quantize = Literal["none", "int4"]
+Quantize = Literal["none", "int4", "int8"]
 PREFILL_CHUNK = 512  # tokens per prefill forward: bounds the attention scores' memory
 MIN_BUCKET = 256  # smallest attention length a CUDA graph is captured for
 INT4_ALGORITHM = "tinygemm"  # how int4 scales/zeros are chosen: "tinygemm" (min/max) or "hqq" (optimised)
@@ -95,18 +95,20 @@ def unsupported_reason(model: Any, quantize: Quantize = "none") -> str | None:
 
 
 class _Linear:
-    """y = x @ W^T (+ b) (+ LoRA): W plain (any dtype) or int4 tile-packed for aten's tinygemm; the
-    LoRA pair (A [r, in], B [out, r] with the scale folded in) is applied in the activations' dtype."""
+    """y = x @ W^T (+ b) (+ LoRA): W plain (any dtype), int4 tile-packed for aten's tinygemm (CUDA), or
+    int8 with one scale per output row for aten's int8 weight-only kernel (CPU); the LoRA pair
+    (A [r, in], B [out, r] with the scale folded in) is applied in the activations' dtype."""
 
     def __init__(self, weight: "torch.Tensor", bias: "torch.Tensor | None", quantize: Quantize) -> None:
         import torch
 
         self.out_features = weight.shape[0]
         self.bias = bias
-        self.int4 = quantize == "int4" and _int4_ok(weight)
+        self.format = "none"
         self.scale_and_zero = None
         self.pad = 0
-        if self.int4:
+        if quantize == "int4" and _int4_ok(weight):
+            self.format = "int4"
             self.pad = -weight.shape[1] % 1024  # the kernel wants in_features padded to 1024
             from torchao.quantization.quantize_.workflows.int4.int4_tile_packed_to_4d_tensor import (
                 Int4TilePackedTo4dTensor,
@@ -115,15 +117,26 @@ class _Linear:
             q = Int4TilePackedTo4dTensor.from_hp(weight.to(torch.bfloat16), [1, 128],
                                                  int4_choose_qparams_algorithm=INT4_ALGORITHM)
             self.weight, self.scale_and_zero = q.qdata, q.scale_and_zero
+        elif quantize == "int8" and weight.device.type == "cpu":
+            # symmetric, per output row: W ~ q * scale, |q| <= 127 (the kernel dequantises row by row)
+            self.format = "int8"
+            w = weight.to(torch.float32)
+            scale = (w.abs().amax(dim=1) / 127.0).clamp(min=torch.finfo(torch.float32).tiny)
+            self.weight = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
+            self.scale_and_zero = scale.to(weight.dtype)  # the kernel wants the activations' dtype
         else:
             self.weight = weight
         self.lora_a: "torch.Tensor | None" = None
         self.lora_b: "torch.Tensor | None" = None
         self.lora_on = True  # switched off only to measure what the adapter changes (``without_adapter``)
 
-    def spec(self) -> tuple[int, bool, int]:
+    @property
+    def int4(self) -> bool:
+        return self.format == "int4"
+
+    def spec(self) -> tuple[int, str, int]:
         """Static facts: identical for every layer (checked), so one decode step serves them all."""
-        return (self.out_features, self.int4, self.pad)
+        return (self.out_features, self.format, self.pad)
 
     def set_lora(self, a: "torch.Tensor | None", b: "torch.Tensor | None") -> bool:
         """Use the LoRA pair (a, b), or none. Same shapes: copied into the existing buffers, so captured
@@ -139,9 +152,11 @@ class _Linear:
     def __call__(self, x: "torch.Tensor") -> "torch.Tensor":
         import torch
 
-        if self.int4:
+        if self.format == "int4":
             xp = torch.nn.functional.pad(x, (0, self.pad)) if self.pad else x
             y = torch.ops.aten._weight_int4pack_mm(xp, self.weight, 128, self.scale_and_zero)[:, : self.out_features]
+        elif self.format == "int8":
+            y = torch.ops.aten._weight_int8pack_mm(x, self.weight, self.scale_and_zero)
         else:
             y = torch.nn.functional.linear(x, self.weight)
         if self.bias is not None:
@@ -297,6 +312,8 @@ class FastDecoder:
         self.device = torch.device(device) if device is not None else inner.embed_tokens.weight.device
         if quantize == "int4" and self.device.type != "cuda":
             self.device = torch.device("cuda")
+        if quantize == "int8" and self.device.type != "cpu":
+            raise FastPathUnavailable("int8 weights are for the CPU (CUDA uses int4)")
         self.dtype = inner.embed_tokens.weight.dtype
         if self.dtype not in (torch.float32, torch.bfloat16, torch.float16):  # e.g. a 4-bit checkpoint's
             self.dtype = torch.bfloat16
@@ -339,7 +356,7 @@ class FastDecoder:
                 if dev.type == "cuda":
                     torch.cuda.empty_cache()
             self.norm = vec(inner.norm)
-            if tied and quantize != "int4":
+            if tied and quantize == "none":
                 self.lm_head = _Linear(self.embed, None, "none")
             else:
                 self.lm_head = _Linear(*cast(_take([head], dev)) if not tied else (self.embed, None), quantize)
@@ -348,6 +365,7 @@ class FastDecoder:
         # Each matrix is int4 only where its shape allows it (SmolLM2's 576 columns: down_proj alone).
         self.int4_matrices = [name for name in ("qkv", "o", "gate_up", "down") if getattr(first, name).int4]
         self.int4 = bool(self.int4_matrices)
+        self.int8 = first.qkv.format == "int8"
         self._pre_dims = (self.n_heads, self.n_kv, self.head_dim, self.eps, self.fused_ops)
         self._post_dims = (self.eps, self.fused_ops)
         # output sizes of the projections fused into each matrix, for placing a LoRA's B blocks
@@ -467,6 +485,8 @@ class FastDecoder:
         if self.int4:
             where = "" if len(self.int4_matrices) == 4 else f" on {', '.join(self.int4_matrices)} only"
             parts.append(f"int4 g128{where} (torchao tile-packed)")
+        if self.int8:
+            parts.append("int8 weights (one scale per row)")
         if self.cuda_graphs:
             parts.append("CUDA graphs")
         return ", ".join(parts)

@@ -2,6 +2,10 @@
 
 Adapters are written to a temporary sibling folder and renamed into place only when complete, so a
 listed adapter is never half-written. Any PEFT adapter folder can also be used by path.
+
+medchat also ships adapters inside the package (``medchat/data/adapters/``): read-only, found by name
+after the user's own (a stored adapter of the same name wins). ``DEMO_ADAPTER`` is the one the embedded
+model gets when no adapter is asked for; ``--adapter none`` (``NO_ADAPTER``) means the bare model.
 """
 
 from __future__ import annotations
@@ -19,6 +23,13 @@ from medchat.store.manifest import Manifest, read_manifest
 PEFT_CONFIG = "adapter_config.json"
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NO_ADAPTER = "none"  # `--adapter none`: the bare base model, even where a default adapter applies
+DEMO_ADAPTER = "smollm2-think-demo"  # bundled; the embedded model's default (see `default_adapter`)
+DEMO_NOTICE = (
+    "The embedded model runs with the bundled demo adapter smollm2-think-demo: it shows the <think> reasoning "
+    "format on a 135M model trained on 71 sample rows. It demonstrates the format, not medical knowledge; "
+    "its answers are not reliable. `--adapter none` gives the bare model."
+)
 
 
 @dataclass(frozen=True)
@@ -31,10 +42,34 @@ class AdapterSummary:
     rows: int = 0
     final_loss: float | None = None
     latest_eval: str = ""  # the latest `medchat eval` figures, one short line
+    bundled: bool = False  # shipped inside medchat (read-only)
 
 
 def store_dir() -> Path:
     return paths.adapters_dir()
+
+
+def bundled_dir() -> Path:
+    """Adapters shipped inside the package."""
+    return Path(__file__).resolve().parent.parent / "data" / "adapters"
+
+
+def bundled_adapter(name: str) -> Path | None:
+    """The folder of a bundled adapter named ``name``, or None."""
+    path = bundled_dir() / name
+    return path if NAME_RE.match(name) and is_adapter_dir(path) else None
+
+
+def default_adapter(requested: str, base_id: str, embedded_id: str) -> str:
+    """The adapter to load: the one asked for; none for ``none``; with nothing asked for, the demo adapter
+    when the base is the embedded model (and the demo is installed), else none ("")."""
+    if requested.strip().lower() == NO_ADAPTER:
+        return ""
+    if requested:
+        return requested
+    if base_id == embedded_id and bundled_adapter(DEMO_ADAPTER) is not None:
+        return DEMO_ADAPTER
+    return ""
 
 
 def is_adapter_dir(path: Path) -> bool:
@@ -49,6 +84,8 @@ def resolve_adapter(name_or_path: str) -> Path:
         stored = store_dir() / name_or_path
         if stored.is_dir():
             candidate = stored
+        elif (shipped := bundled_adapter(name_or_path)) is not None:
+            candidate = shipped
         elif not candidate.exists():
             known = ", ".join(a.name for a in list_adapters()) or "none yet"
             raise AdapterError(f"no adapter named '{name_or_path}' (stored adapters: {known})")
@@ -82,11 +119,13 @@ def adapter_base_model(adapter_dir: Path) -> str:
 
 
 def list_adapters() -> list[AdapterSummary]:
+    """The user's stored adapters, then the bundled ones that no stored adapter shadows."""
     root = store_dir()
-    if not root.is_dir():
-        return []
+    mine = sorted(root.iterdir()) if root.is_dir() else []
+    names = {d.name for d in mine}
+    shipped = [d for d in sorted(bundled_dir().iterdir()) if d.name not in names] if bundled_dir().is_dir() else []
     out = []
-    for d in sorted(root.iterdir()):
+    for d in mine + shipped:
         if d.name.startswith(".") or not d.is_dir() or not is_adapter_dir(d):
             continue  # temporary folders of an adapter being written, or debris
         try:
@@ -104,6 +143,7 @@ def list_adapters() -> list[AdapterSummary]:
                 rows=manifest.dataset.rows_used,
                 final_loss=manifest.losses.final_train,
                 latest_eval=latest_eval_line(manifest),
+                bundled=d in shipped,
             )
         )
     return out
@@ -132,6 +172,8 @@ REPORT = "report.json"
 
 
 def validate_name(name: str) -> str:
+    if name.lower() == NO_ADAPTER:
+        raise AdapterError(f"'{name}' is reserved: `--adapter {NO_ADAPTER}` means the bare base model")
     if not NAME_RE.match(name):
         raise AdapterError(
             f"adapter name {name!r} is not allowed: use letters, digits, '.', '_' or '-' (at most 64, "
@@ -185,6 +227,9 @@ def stored_adapter(name: str) -> Path:
     """A stored adapter's folder by name (not a path), even if incomplete, for `rm` and `path`."""
     validate_name(name)
     target = store_dir() / name
+    if not target.is_dir() and bundled_adapter(name) is not None:
+        raise AdapterError(f"'{name}' is bundled with medchat and read-only (`medchat adapters show {name}`; "
+                           f"`--adapter {NO_ADAPTER}` runs without it)")
     if not target.is_dir():
         known = ", ".join(a.name for a in list_adapters()) or "none yet"
         raise AdapterError(f"no adapter named '{name}' (stored adapters: {known})")

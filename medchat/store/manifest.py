@@ -104,6 +104,7 @@ class Manifest(_Record):
     created: str = ""
     medchat_version: str = ""
     recipe: str = ""
+    command: str = ""  # the `medchat finetune …` command line that made it
     base_model: BaseModelRecord = Field(default_factory=BaseModelRecord)
     prompt_style: str = ""
     system_prompt: str = ""

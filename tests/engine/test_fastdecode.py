@@ -156,6 +156,36 @@ def test_fused_ops_agree_on_cpu():
     assert list(FastDecoder(tiny(), fused_ops=True).generate(PROMPT, GREEDY)) == hf_greedy(tiny(), PROMPT, 24)
 
 
+def teacher_forced_agreement(dec, prompt, reference):
+    """Share of the reference's tokens the decoder predicts itself, given the reference's history
+    (each call reuses the cached prefix, so this costs about one token per step)."""
+    one = GenerationSettings(temperature=0.0, max_new_tokens=1)
+    hits = sum(list(dec.generate(prompt + reference[:i], one)) == [tok] for i, tok in enumerate(reference))
+    return hits / len(reference)
+
+
+def test_int8_weights_are_close_to_the_dense_ones():
+    from medchat.models.fastdecode import _Linear
+
+    torch.manual_seed(0)
+    w, x = torch.randn(96, 64), torch.randn(3, 64)
+    lin = _Linear(w, None, "int8")
+    assert lin.format == "int8" and lin.weight.dtype == torch.int8 and lin.scale_and_zero.shape == (96,)
+    want = x @ w.T
+    assert ((lin(x) - want).norm() / want.norm()).item() < 0.01  # per-row int8: about 0.3 % here
+
+
+def test_int8_decoder_follows_generate_closely():
+    """int8 weights change the numbers a little, so the text may part from generate's; the test pins
+    how far: nearly every next token agrees when both see the same history."""
+    model = tiny()
+    want = hf_greedy(model, PROMPT, 24)
+    dec = FastDecoder(tiny(), quantize="int8")
+    assert dec.int8 and "int8" in dec.describe()
+    assert dec.lm_head.format == "int8"  # the tied output matrix too (a fifth of SmolLM2's bytes)
+    assert teacher_forced_agreement(dec, PROMPT, want) >= 0.9
+
+
 def test_eos_stops_and_cancel_stops_promptly():
     dec = FastDecoder(tiny())
     tokens = list(dec.generate(PROMPT, GREEDY))

@@ -1,5 +1,6 @@
 """The fast decode path on the real embedded model: same greedy text as transformers' generate()
-with a LoRA adapter, through the chat engine (float32 on the CPU, where both compute the same ops)."""
+with a LoRA adapter, through the chat engine (float32 16-bit-path on the CPU, where both compute the same
+ops); and how close the CPU default, int8 weights, stays to generate."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def random_adapter(embedded_model, tmp_path):
 def reply(decoder: str, adapter: str = ""):
     from medchat.engine.backends import open_local
 
-    settings = load_settings({"model": "smollm2", "decoder": decoder, "dtype": "float32", "adapter": adapter})
+    settings = load_settings({"model": "smollm2", "decoder": decoder, "dtype": "float32", "quantize": "none",
+                              "adapter": adapter or "none"})
     backend = open_local(settings, lambda _m: None)
     done = list(stream_events(backend, MSGS, GREEDY))[-1]
     assert isinstance(done, GenerationDone)
@@ -75,3 +77,30 @@ def test_bitsandbytes_4bit_weights_are_dequantised_exactly(embedded_model_dir):
     want = load().generate(x, attention_mask=torch.ones_like(x), max_new_tokens=20, min_new_tokens=20,
                            do_sample=False)[0, len(ids):].tolist()
     assert list(FastDecoder(load()).generate(ids, GenerationSettings(temperature=0.0, max_new_tokens=20))) == want
+
+
+def test_cpu_default_int8_weights_stay_close_to_generate(embedded_model):
+    """The chat's CPU default (int8 weights) against plain generate on the 16-bit model, as the chat
+    loads it: the greedy text may part after a while, but given the same history nearly every next
+    token is the same (measured: see benchmarks/RESULTS.md, CPU)."""
+    import torch
+
+    from medchat.engine.backends import open_local
+    from medchat.models.catalog import resolve_model
+    from medchat.models.fastdecode import FastDecoder
+    from medchat.models.loading import load_hf_model
+
+    backend = open_local(load_settings({"model": "smollm2", "adapter": "none", "device": "cpu"}), lambda _m: None)
+    assert backend.info.quantization == "int8" and "int8" in backend.info.decoder
+    resolved = resolve_model("smollm2", device="cpu", offline=True)
+    model, tok = load_hf_model(resolved, device="cpu")
+    prompt = tok.apply_chat_template([{"role": "user", "content": MSGS[0].content}], add_generation_prompt=True,
+                                     return_dict=False)
+    x = torch.tensor([prompt])
+    with torch.inference_mode():
+        want = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=48, min_new_tokens=48,
+                              do_sample=False)[0, len(prompt):].tolist()
+    dec = FastDecoder(load_hf_model(resolved, device="cpu")[0], quantize="int8")
+    one = GenerationSettings(temperature=0.0, max_new_tokens=1)
+    hits = sum(list(dec.generate(prompt + want[:i], one)) == [t] for i, t in enumerate(want))
+    assert hits / len(want) >= 0.9

@@ -23,6 +23,10 @@ def fake_adapter(folder, manifest=None, report=None):
     return folder
 
 
+def own_adapters():
+    return [a for a in adapters.list_adapters() if not a.bundled]
+
+
 MANIFEST = {
     "name": "demo", "created": "2026-11-22T17:00:00+0000", "prompt_style": "chat_template",
     "base_model": {"id": "HuggingFaceTB/SmolLM2-135M-Instruct", "name": "smollm2"},
@@ -39,11 +43,11 @@ REPORT = {"max_new_tokens": 32, "prompt_style": "chat_template", "summary": {
 def test_atomic_save_lists_only_complete_adapters():
     tmp = adapters.begin_save("demo")
     assert tmp.name.startswith(".tmp-demo-") and tmp.parent == adapters.store_dir()
-    assert adapters.list_adapters() == []  # a half-written adapter is never listed
+    assert own_adapters() == []  # a half-written adapter is never listed
     fake_adapter(tmp, MANIFEST)
     final = adapters.commit_save(tmp, "demo")
     assert final == adapters.store_dir() / "demo" and not tmp.exists()
-    [summary] = adapters.list_adapters()
+    [summary] = own_adapters()
     assert (summary.name, summary.rows, summary.final_loss) == ("demo", 16, 2.9)
     assert oct(final.stat().st_mode & 0o777) == "0o700"
 
@@ -97,3 +101,55 @@ def test_rm_unknown_deletes_nothing():
     result = CliRunner().invoke(cli, ["adapters", "rm", "keep", "missing", "--yes"])
     assert result.exit_code != 0
     assert (adapters.store_dir() / "keep").exists()
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch):
+    """A bundled-adapters folder holding one fake demo adapter."""
+    root = tmp_path / "bundled"
+    fake_adapter(root / adapters.DEMO_ADAPTER, MANIFEST)
+    monkeypatch.setattr(adapters, "bundled_dir", lambda: root)
+    return root / adapters.DEMO_ADAPTER
+
+
+def test_bundled_adapters_are_found_listed_and_read_only(shipped):
+    assert adapters.resolve_adapter(adapters.DEMO_ADAPTER) == shipped.resolve()
+    [listed] = adapters.list_adapters()
+    assert listed.bundled and listed.name == adapters.DEMO_ADAPTER
+    runner = CliRunner()
+    out = runner.invoke(cli, ["adapters", "list"]).output
+    assert f"{adapters.DEMO_ADAPTER} (bundled)" in out and "no adapters yet" in out
+    rm = runner.invoke(cli, ["adapters", "rm", adapters.DEMO_ADAPTER, "--yes"])
+    assert rm.exit_code != 0 and "bundled with medchat and read-only" in str(rm.exception) and shipped.exists()
+    # a stored adapter of the same name wins over the bundled one
+    mine = fake_adapter(adapters.store_dir() / adapters.DEMO_ADAPTER, MANIFEST)
+    assert adapters.resolve_adapter(adapters.DEMO_ADAPTER) == mine.resolve()
+    assert [a.bundled for a in adapters.list_adapters()] == [False]
+
+
+def test_default_adapter(shipped, monkeypatch):
+    embedded = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert adapters.default_adapter("", embedded, embedded) == adapters.DEMO_ADAPTER
+    assert adapters.default_adapter("", "other/model", embedded) == ""
+    assert adapters.default_adapter("none", embedded, embedded) == ""
+    assert adapters.default_adapter("NONE", embedded, embedded) == ""
+    assert adapters.default_adapter("mine", embedded, embedded) == "mine"
+    monkeypatch.setattr(adapters, "bundled_dir", lambda: shipped.parent / "missing")
+    assert adapters.default_adapter("", embedded, embedded) == ""  # not installed: the bare model
+    with pytest.raises(AdapterError, match="reserved"):
+        adapters.validate_name("none")
+
+
+def test_the_shipped_demo_adapter():
+    """The package ships the demo adapter: small, with the command that made it and its report card."""
+    from medchat.store.manifest import read_manifest
+
+    path = adapters.bundled_adapter(adapters.DEMO_ADAPTER)
+    assert path is not None
+    assert (path / "adapter_model.safetensors").stat().st_size < 12 * 2**20
+    manifest = read_manifest(path)
+    assert manifest.base_model.id == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert manifest.command.startswith("medchat finetune --model smollm2 --dataset sample ")
+    report = adapters.read_report(path)
+    assert report["summary"]["adapter"]["share_closed"] >= 0.8
+    assert report["summary"]["adapter"]["rows"] >= 10

@@ -7,6 +7,15 @@ import time
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def no_bundled_adapters(monkeypatch, tmp_path):
+    """The picker and switching tests list the user's adapters only (the bundled demo adapter has its
+    own tests in tests/store and tests/cli)."""
+    from medchat.store import adapters
+
+    monkeypatch.setattr(adapters, "bundled_dir", lambda: tmp_path / "no-bundled-adapters")
+
+
 @pytest.fixture
 def anyio_backend():
     return "asyncio"

@@ -548,3 +548,21 @@ async def test_disclaimer_is_never_cut_off(width):
         assert "…" not in shown
         assert " ".join(shown.split()) == DISCLAIMER_LINE  # every word, on one or more lines
         assert line.size.height == (1 if width >= 120 else 2)  # wraps on narrow terminals
+
+
+async def test_the_demo_adapter_is_named_and_explained():
+    """On the embedded model the chat runs the bundled demo adapter: the status bar names it and the
+    welcome says plainly that it demonstrates the format, not medical knowledge."""
+    import dataclasses
+
+    from medchat.store.adapters import DEMO_ADAPTER
+
+    backend = FakeBackend([["ok"]])
+    backend.info = dataclasses.replace(backend.info, adapter=DEMO_ADAPTER)
+    app = app_with(backend)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot)
+        await until(pilot, lambda: bool(app.chat.query("#welcome")))
+        assert f"adapter: {DEMO_ADAPTER} (format demo)" in str(app.chat.status.render())
+        welcome = str(app.chat.query_one("#welcome").render())
+        assert "demonstrates the format, not medical knowledge" in welcome and "--adapter none" in welcome

@@ -31,12 +31,15 @@ def open_backend(settings: "Settings", progress: Say | None = None) -> "Backend"
 
 def open_local(settings: "Settings", say: Say) -> "Backend":
     """Resolve the model, check the adapter against it (before any weights load), then load both into
-    the fast decode loop where it applies, else into transformers' ``generate``."""
+    the fast decode loop where it applies, else into transformers' ``generate``. With no adapter asked
+    for, the embedded model gets the bundled demo adapter (``store.adapters.default_adapter``)."""
+    import dataclasses
+
     from medchat.engine.backends.base import BackendInfo
     from medchat.engine.backends.fast import open_fast
     from medchat.engine.backends.hf import HFBackend
     from medchat.models.adapters import check_adapter_base
-    from medchat.models.catalog import resolve_model
+    from medchat.models.catalog import EMBEDDED_ID, resolve_model
     from medchat.models.loading import load_hf_model, load_unsloth_model, pick_backend, pick_device
     from medchat.store import adapters as adapter_store
 
@@ -45,6 +48,11 @@ def open_local(settings: "Settings", say: Say) -> "Backend":
     resolved = resolve_model(settings.model, device=device, offline=settings.offline, progress=say)
     if resolved.fallback_note:
         say(resolved.fallback_note)
+    adapter = adapter_store.default_adapter(settings.adapter, resolved.base_id, EMBEDDED_ID)
+    if adapter != settings.adapter and adapter:
+        say(f"using the bundled demo adapter {adapter} (it teaches the <think> format, not medicine; "
+            f"--adapter {adapter_store.NO_ADAPTER} for the bare model)")
+    settings = dataclasses.replace(settings, adapter=adapter)
     adapter_path = None
     if settings.adapter:
         adapter_path = adapter_store.resolve_adapter(settings.adapter)

@@ -3,8 +3,8 @@
 ``open_fast`` decides from the model's config (before any weights load) whether the fast path
 applies, loads the weights the way it needs them (16-bit, or a 4-bit checkpoint to dequantise),
 and returns a ``FastBackend`` -- or ``(None, reason)`` so that the caller falls back to
-transformers' ``generate``. On CUDA the weights become int4 (torchao's tile-packed format) unless
-``quantize = "none"``.
+transformers' ``generate``. On CUDA the weights become int4 (torchao's tile-packed format), on the
+CPU int8 (aten's weight-only kernel), unless ``quantize = "none"``.
 
 The LoRA adapter stays unmerged (16-bit, beside the base matmuls), so switching adapters swaps its
 small matrices in the running decoder instead of rebuilding it. When an adapter loads with the model,
@@ -35,7 +35,7 @@ Say = Callable[[str], None]
 
 
 def plan_fast(settings: Settings, resolved: ResolvedModel, device: str) -> tuple[str | None, str]:
-    """(weight format "int4"/"none", "") when the fast path applies, else (None, why not)."""
+    """(weight format "int4"/"int8"/"none", "") when the fast path applies, else (None, why not)."""
     if settings.decoder == "generate":
         return None, "decoder = generate"
     if settings.quantize == "4bit" and device != "cuda":
@@ -52,7 +52,9 @@ def plan_fast(settings: Settings, resolved: ResolvedModel, device: str) -> tuple
     if config.model_type not in SUPPORTED_TYPES:
         return None, f"model type {config.model_type} is not one of {', '.join(SUPPORTED_TYPES)}"
     if device != "cuda":
-        return "none", ""
+        # int8 weights (one scale per row) roughly halve the bytes each token reads; `quantize = none`
+        # keeps 16-bit weights and transformers' exact ops (generate's greedy text, token for token)
+        return ("none" if settings.quantize == "none" else "int8"), ""
     if settings.quantize == "none":
         return "none", ""
     try:
@@ -172,7 +174,7 @@ class FastBackend(HFBackend):
                 self.prompt_style = saved
 
     def set_adapter(self, adapter: str | None) -> None:
-        adapter = adapter or None
+        adapter = None if not adapter or adapter.lower() == adapter_store.NO_ADAPTER else adapter
         if adapter == self._adapter_name:
             return
         from medchat.models.lora import UnsupportedLora, read_lora
@@ -227,16 +229,17 @@ def _build(resolved: ResolvedModel, settings: Settings, device: str, weights: st
         model = attach_adapter(model, adapter_path, resolved).eval()
         ids = probe_ids(tokenizer, adapter_prompt_style(adapter_path, resolved))
         reference = fidelity.reference_effect(model, ids)  # before the decoder takes the weights over
-    if weights == "int4":
-        say("quantising to int4 for the fast decode path")
+    if weights in ("int4", "int8"):
+        say(f"quantising to {weights} for the fast decode path")
     decoder = FastDecoder(model, quantize=weights, device=device)  # type: ignore[arg-type]
     _free_gpu()
     kept = None
     if reference is not None:
         kept = fidelity.effect_cosine(reference, fidelity.decoder_effect(decoder, ids))
-        line = fidelity.describe(kept, "int4" if decoder.int4 else str(decoder.dtype).replace("torch.", ""))
+        weights_now = "int4" if decoder.int4 else ("int8" if decoder.int8 else str(decoder.dtype).replace("torch.", ""))
+        line = fidelity.describe(kept, weights_now)
         say(line if kept >= fidelity.WARN_BELOW else f"warning: {line}")
-    quant = "int4" if decoder.int4 else "none"
+    quant = "int4" if decoder.int4 else ("int8" if decoder.int8 else "none")
     info = BackendInfo(
         backend="hf",
         model=resolved.name,

@@ -205,7 +205,7 @@ class HFBackend:
                 self._active_adapter, self.prompt_style = saved
 
     def set_adapter(self, adapter: str | None) -> None:
-        if adapter is None or adapter == "":
+        if not adapter or adapter.lower() == adapter_store.NO_ADAPTER:
             with self._lock:
                 self._active_adapter = None
                 self.prompt_style = self.resolved.prompt_style

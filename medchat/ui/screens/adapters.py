@@ -67,8 +67,9 @@ class AdapterPicker(ModalScreen[str | None]):
             if is_current:
                 current_row = i
             table.add_row(
-                mark(is_current), a.name, a.latest_eval or "–", _short(a.base_model), _date(a.created),
-                _short(a.dataset) if a.dataset else "–", str(a.rows) if a.rows else "–", _loss(a.final_loss), key=a.name,
+                mark(is_current), a.name + (" (bundled)" if a.bundled else ""), a.latest_eval or "–", _short(a.base_model),
+                _date(a.created), _short(a.dataset) if a.dataset else "–", str(a.rows) if a.rows else "–",
+                _loss(a.final_loss), key=a.name,
             )
         if not adapters:
             self.query_one(".modal-hint", Static).update(

@@ -30,6 +30,7 @@ from medchat.engine.events import Event, GenerationDone, GenerationFailed, Gener
 from medchat.engine.session import ChatSession, turns_for_session
 from medchat.errors import MedchatError, out_of_memory
 from medchat.safety import notice_text
+from medchat.store.adapters import DEMO_ADAPTER, DEMO_NOTICE
 from medchat.store.history import HistoryStore, stored_from_turn
 from medchat.ui import clock
 from medchat.ui.messages import (
@@ -159,7 +160,7 @@ class ChatScreen(Screen):
         if s.endpoint:
             return f"Connecting to {s.endpoint}", [f"model: {s.model}"]
         details = [
-            f"adapter: {s.adapter or 'none (base model)'}",
+            f"adapter: {s.adapter or 'default (the demo adapter on the embedded model, else none)'}",
             f"device: {s.device} · backend: {s.backend} · dtype: {s.dtype} · quantize: {s.quantize}",
         ]
         return f"Loading model {s.model}…", details
@@ -252,7 +253,10 @@ class ChatScreen(Screen):
         return ChatSession(self.backend, self.settings.generation, self.settings.system_prompt, turns=turns)
 
     async def _show_welcome(self) -> None:
-        await self.transcript.mount(Static(WELCOME, id="welcome", markup=False))
+        text = WELCOME
+        if self.backend is not None and self.backend.info.adapter == DEMO_ADAPTER:
+            text += "\n\n" + DEMO_NOTICE  # say plainly what the default adapter is (and is not)
+        await self.transcript.mount(Static(text, id="welcome", markup=False))
 
     # -- sending --------------------------------------------------------------------------------
     async def on_prompt_input_submitted(self, message: PromptInput.Submitted) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from textual.reactive import reactive
 from textual.widgets import Static
 
+from medchat.store.adapters import DEMO_ADAPTER
+
 
 class StatusBar(Static):
     backend = reactive("")
@@ -24,7 +26,8 @@ class StatusBar(Static):
         parts = [
             self.backend,
             self.model,
-            f"adapter: {self.adapter or 'none (base model)'}" + (" · compare: base | adapter" if self.compare else ""),
+            f"adapter: {self.adapter or 'none (base model)'}" + (" (format demo)" if self.adapter == DEMO_ADAPTER else "")
+            + (" · compare: base | adapter" if self.compare else ""),
             f"⚠ {self.warning}" if self.warning else "",
             self.device,
             f"{self.tok_per_s:.1f} tok/s" if self.tok_per_s else "– tok/s",
