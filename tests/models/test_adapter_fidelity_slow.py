@@ -1,6 +1,6 @@
 """The fast decode loop runs a trained adapter as it was trained (benchmarks/RESULTS.md §5).
 
-An adapter trained by `medchat finetune` on the embedded model; its effect on the logits (with − without)
+The bundled demo adapter (trained by `medchat finetune` on the embedded model); its effect on the logits (with − without)
 through the decode loop against PEFT's on the same weights. The 16-bit path must keep it (the load-time
 probe's figure); an int4 base with the LoRA unmerged — the CUDA default, its rounding reproduced exactly
 on the CPU — must keep at least INT4_FLOOR, below the 0.737 the benchmark measured for that arrangement.
@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from medchat.cli.main import main
-
 pytestmark = pytest.mark.slow
 KEPT_16BIT = 0.99  # the benchmark: 0.997-0.998 in bf16; float32 on the CPU does better
 INT4_FLOOR = 0.65  # int4 base + LoRA unmerged: 0.737 measured; int4 merged (before this path) 0.642
@@ -22,21 +20,12 @@ ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "d
 
 
 @pytest.fixture(scope="module")
-def trained_adapter(embedded_model_dir, tmp_path_factory):
-    import os
+def trained_adapter():
+    """The bundled demo adapter: trained by `medchat finetune` on the embedded model (its manifest has the
+    command), all seven projections, r 8."""
+    from medchat.store.adapters import DEMO_ADAPTER, bundled_adapter
 
-    home = tmp_path_factory.mktemp("fidelity-home")
-    link = home / "cache" / "models" / "smollm2"
-    link.parent.mkdir(parents=True)
-    link.symlink_to(embedded_model_dir, target_is_directory=True)
-    old = os.environ.get("MEDCHAT_HOME")
-    os.environ["MEDCHAT_HOME"] = str(home)
-    try:
-        main(["finetune", "--model", "smollm2", "--dataset", "sample", "--samples", "24", "--max-steps", "12",
-              "--eval-rows", "1", "--eval-max-new-tokens", "4", "--name", "fidelity"])
-    finally:
-        os.environ["MEDCHAT_HOME"] = old or ""
-    return home / "adapters" / "fidelity"
+    return bundled_adapter(DEMO_ADAPTER)
 
 
 def test_load_time_probe_reports_the_16bit_path_keeping_the_adapter(embedded_model, trained_adapter):
@@ -44,7 +33,8 @@ def test_load_time_probe_reports_the_16bit_path_keeping_the_adapter(embedded_mod
     from medchat.engine.backends import open_local
 
     said = []
-    settings = load_settings({"model": "smollm2", "decoder": "fast", "adapter": str(trained_adapter)})
+    settings = load_settings({"model": "smollm2", "decoder": "fast", "quantize": "none",
+                              "adapter": str(trained_adapter)})
     backend = open_local(settings, said.append)
     assert backend.info.decoder.startswith("medchat decode loop")
     assert backend.info.adapter_fidelity >= KEPT_16BIT and not backend.info.adapter_warning
@@ -65,6 +55,7 @@ def test_int4_base_with_the_lora_unmerged_keeps_the_measured_share(embedded_mode
         "adapter_fidelity", Path(__file__).parents[2] / "benchmarks" / "adapter_fidelity.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    bench.load_torch()
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir)
     ids = probe_ids(tokenizer, "chat_template")
