@@ -2,7 +2,8 @@
 
 Also here: how rows become batches, the trainer's settings, token counting without GPU read-backs,
 the progress callback (which also honours Ctrl+C: the first stops after the current step and saves a
-resumable checkpoint, a second aborts) and resuming from the last checkpoint.
+resumable checkpoint, a second aborts, marks each checkpoint complete once written, and saves one at
+the last step) and resuming from the last complete checkpoint (checkpoints.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from medchat import paths
 from medchat.errors import HardwareError, Interrupted, out_of_memory
-from medchat.finetune import packing
+from medchat.finetune import checkpoints, packing
 from medchat.finetune.plan import Plan, Say
 from medchat.finetune.rows import Built
 
@@ -164,11 +165,6 @@ def tensorboard_dir(plan: Plan) -> str:
     return chosen
 
 
-def last_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = [p for p in run_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
-
-
 # -------------------------------------------------------------------------------------------------
 # Ctrl+C and progress
 
@@ -198,9 +194,10 @@ class StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def make_callback(plan: Plan, stop: StopFlag, stream=None):
-    """A TrainerCallback that records losses and tokens, feeds the progress display and honours the
-    stop flag. It reads nothing back from the GPU: the loss arrives only with TRL's logs."""
+def make_callback(plan: Plan, stop: StopFlag, stream=None, seconds_before: float = 0.0):
+    """A TrainerCallback that records losses and tokens, feeds the progress display, honours the
+    stop flag and marks checkpoints complete. It reads nothing back from the GPU: the loss arrives only
+    with TRL's logs. ``seconds_before``: training time of the run before this resume."""
     from transformers import TrainerCallback
 
     from medchat.finetune.progress import RateMeter, Status, make_display
@@ -218,6 +215,7 @@ def make_callback(plan: Plan, stop: StopFlag, stream=None):
             self.tokens = 0
             self.seconds = 0.0
             self.meter = RateMeter()
+            self.seconds_before = seconds_before
 
         def steady_rate(self) -> float | None:
             return self.meter.steady()
@@ -250,9 +248,11 @@ def make_callback(plan: Plan, stop: StopFlag, stream=None):
                 control.should_save = True
                 control.should_training_stop = True
             # TRL logs every logging_steps only: log the last step too, so a run shorter than
-            # logging_steps (or stopped between logs) still records its final loss.
+            # logging_steps (or stopped between logs) still records its final loss. And checkpoint it:
+            # a run stopped while its adapter is saved then resumes there instead of training again.
             if state.global_step >= state.max_steps or stop.requested:
                 control.should_log = True
+                control.should_save = control.should_save or bool(plan.ft.save_steps)
             if not getattr(control, "should_log", False):
                 self.show(state, logged=False)  # otherwise on_log shows it, with this step's loss
             return control
@@ -261,6 +261,13 @@ def make_callback(plan: Plan, stop: StopFlag, stream=None):
             rate, per_step = self.meter.recent()
             eta = per_step * max(state.max_steps - state.global_step, 0) if per_step is not None else None
             display.update(Status(state.global_step, state.max_steps, self.loss, self.lr, rate, eta), logged)
+
+        def on_save(self, args, state, control, **kw):
+            # Called once Trainer has written every file of the checkpoint (and rotated old ones).
+            folder = Path(args.output_dir) / f"{checkpoints.PREFIX}{state.global_step}"
+            if folder.is_dir():
+                checkpoints.mark_complete(folder, {"step": state.global_step,
+                                                   "seconds": round(self.seconds_before + self.seconds, 3)})
 
         def on_train_end(self, args, state, control, **kw):
             display.close()
@@ -278,13 +285,22 @@ def make_callback(plan: Plan, stop: StopFlag, stream=None):
 
 @dataclass
 class TrainResult:
+    """The whole run, across resumes: steps, (step, loss) history, tokens and training seconds."""
+
     steps: int
     losses: list[tuple[int, float]]
     seconds: float
     tokens: int
     peak_gpu_gib: float | None
     interrupted: bool
-    steady_tokens_per_second: float | None = None
+    steady_tokens_per_second: float | None = None  # of this process's steps
+
+
+def run_history(state: Any) -> tuple[int, list[tuple[int, float]], int]:
+    """(steps, losses, tokens) of the whole run from Trainer's state, which a resume restores from the
+    checkpoint: a resumed run records every loss since step 1, not only those after the resume."""
+    losses = [(int(e["step"]), round(float(e["loss"]), 4)) for e in state.log_history if "loss" in e and "step" in e]
+    return state.global_step, losses, int(state.num_input_tokens_seen or 0)
 
 
 def host_counting(trainer_class: type) -> type:
@@ -318,8 +334,14 @@ def train(plan: Plan, model: Any, tokenizer: Any, built: Built, say: Say) -> tup
         plan.log_dir = tensorboard_dir(plan)
     args = trainer_args(plan, len(built.rows), sum(len(r["input_ids"]) for r in built.rows))
     dataset = Dataset.from_list(built.rows)
+    resume_from = None
+    if plan.resume:
+        for dropped in checkpoints.drop_incomplete(plan.run_dir):
+            say(f"skipping {dropped.name}: it was not completely written (the run was stopped while saving it)")
+        resume_from = checkpoints.last_complete(plan.run_dir)
+    marker = checkpoints.read_marker(resume_from) if resume_from else None
     stop = StopFlag()
-    progress = make_callback(plan, stop)
+    progress = make_callback(plan, stop, seconds_before=float((marker or {}).get("seconds", 0.0)))
     trainer = host_counting(SFTTrainer)(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                                         callbacks=[progress])
     trainer.remove_callback(PrinterCallback)  # our progress display replaces its raw dict prints
@@ -330,9 +352,10 @@ def train(plan: Plan, model: Any, tokenizer: Any, built: Built, say: Say) -> tup
         say(packing.describe(len(built.rows), trainer.train_dataset, args.max_length))
     for note in plan.notes:
         say(note)
-    resume_from = last_checkpoint(plan.run_dir) if plan.resume else None
     if resume_from:
         say(f"resuming from {resume_from.name}")
+    elif plan.resume:
+        say("no complete checkpoint yet: starting at step 0")
     cuda = plan.device == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -350,11 +373,12 @@ def train(plan: Plan, model: Any, tokenizer: Any, built: Built, say: Say) -> tup
             raise
         finally:
             progress.close()
+    steps, losses, tokens = run_history(trainer.state)
     result = TrainResult(
-        steps=trainer.state.global_step,
-        losses=progress.losses,
-        seconds=time.perf_counter() - t0,
-        tokens=progress.tokens,
+        steps=steps,
+        losses=losses,
+        seconds=progress.seconds_before + (time.perf_counter() - t0),
+        tokens=tokens,
         peak_gpu_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
         interrupted=stop.requested,
         steady_tokens_per_second=progress.steady_rate(),
