@@ -129,10 +129,15 @@ def new_home(root: Path, label: str, model_dir: Path) -> Path:
     return home
 
 
+THREADS = {"n": 0}  # --threads: torch's CPU threads per process (0 = its default)
+
+
 def env_for(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCHAT_")}
     env.update(MEDCHAT_HOME=str(home), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                PYTHONPATH=str(harness.ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
+    if THREADS["n"]:
+        env["OMP_NUM_THREADS"] = str(THREADS["n"])  # the same in every process, so losses compare exactly
     return env
 
 
@@ -277,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--moments", default=",".join(m.name for m in MOMENTS),
                    help="comma-separated moments (default: all): " + ", ".join(m.name for m in MOMENTS))
     p.add_argument("--jobs", type=int, default=1, help="trials run side by side")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads per training process (0 = torch's default)")
     p.add_argument("--poll", type=float, default=0.005, help="seconds between looks at the run's files")
     p.add_argument("--timeout", type=float, default=1800, help="seconds any one process may take")
     p.add_argument("--loss-tol", type=float, default=1e-3, help="largest loss difference still 'the same'")
@@ -284,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep each trial's MEDCHAT_HOME (printed in its record)")
     p.add_argument("--summary", metavar="FILE", help="also write a Markdown table of every trial")
     args = p.parse_args(argv)
+    THREADS["n"] = args.threads
     moments = [m for m in MOMENTS if m.name in args.moments.split(",")]
     signals = [s for s in args.signals.split(",") if s in SIGNALS]
     rec = harness.recorder("interrupt_finetune", args)
