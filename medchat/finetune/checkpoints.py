@@ -13,6 +13,7 @@ held by the process training it, so two processes never train, resume or discard
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,10 +88,15 @@ def exists(run_dir: Path) -> bool:
 
 @contextmanager
 def hold(run_dir: Path, name: str) -> Iterator[None]:
-    """Use the run alone: one clear line if another process trains, resumes or discards it now."""
+    """Use the run alone: one clear line if another process trains, resumes or discards it now.
+
+    Under a multi-process launcher (torchrun), rank 0 holds it for all ranks."""
     from filelock import FileLock, Timeout
 
     paths.ensure_private_dir(run_dir)
+    if os.environ.get("RANK", "0") != "0":
+        yield
+        return
     lock = FileLock(str(run_dir / LOCK), timeout=0)
     try:
         lock.acquire()

@@ -265,7 +265,7 @@ def make_callback(plan: Plan, stop: StopFlag, stream=None, seconds_before: float
         def on_save(self, args, state, control, **kw):
             # Called once Trainer has written every file of the checkpoint (and rotated old ones).
             folder = Path(args.output_dir) / f"{checkpoints.PREFIX}{state.global_step}"
-            if folder.is_dir():
+            if getattr(args, "should_save", True) and folder.is_dir():  # the process that wrote it
                 checkpoints.mark_complete(folder, {"step": state.global_step,
                                                    "seconds": round(self.seconds_before + self.seconds, 3)})
 
