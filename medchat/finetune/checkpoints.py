@@ -105,6 +105,12 @@ def hold(run_dir: Path, name: str) -> Iterator[None]:
     try:
         yield
     finally:
+        try:  # a run that never got as far as run.json leaves no folder behind
+            if run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [LOCK]:
+                (run_dir / LOCK).unlink()
+                run_dir.rmdir()
+        except OSError:
+            pass
         lock.release()
 
 

@@ -79,6 +79,7 @@ def test_one_process_at_a_time_uses_a_run(tmp_path):
         with pytest.raises(UsageError, match="run 'demo' is in use by another medchat process"):
             with C.hold(run, "demo"):
                 pass
+    assert not run.exists()  # stopped before run.json: nothing left behind
     with C.hold(run, "demo"):  # released
         (run / C.RUN_STATE).write_text("{}")
         write_checkpoint(run, 1)

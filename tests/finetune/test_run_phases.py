@@ -73,6 +73,8 @@ def test_ctrl_c_while_loading_a_new_run_is_a_plain_interrupt_but_a_resumed_one_n
     fake_phases(monkeypatch, load_model=ctrl_c)
     with pytest.raises(KeyboardInterrupt):  # nothing to resume yet: `medchat: interrupted`
         R.run_finetune(make_test_plan().settings, say=lambda m: None)
+    assert not (runs_dir() / "demo").exists()  # nothing to resume, nothing left
+    (runs_dir() / "demo").mkdir(parents=True)
     (runs_dir() / "demo" / C.RUN_STATE).write_text("{}")
     fake_phases(monkeypatch, load_model=ctrl_c, resume=True)
     with pytest.raises(Interrupted, match="--resume demo"):
@@ -101,6 +103,7 @@ def test_a_run_in_use_is_refused_and_a_finished_one_is_cleaned(monkeypatch):
     with C.hold(runs_dir() / "demo", "demo"):
         with pytest.raises(UsageError, match="in use by another medchat process"):
             R.run_finetune(make_test_plan().settings, say=lambda m: None)
+    (runs_dir() / "demo").mkdir(parents=True, exist_ok=True)
     (runs_dir() / "demo" / C.RUN_STATE).write_text("{}")
     (adapters.store_dir() / "demo").mkdir(parents=True)  # killed after the adapter was stored
     with pytest.raises(UsageError, match="already finished"):
