@@ -43,7 +43,8 @@ def adapters_list(as_json: bool) -> None:
         click.echo("no adapters yet: create one with `medchat finetune --model smollm2 --dataset sample`")
     stale = stale_temporaries()
     if stale:
-        click.echo(f"({len(stale)} unfinished save(s) in {stale[0].parent}, not listed)", err=True)
+        click.echo(f"({len(stale)} unfinished save(s) in {stale[0].parent}, not listed; "
+                   "`medchat adapters clean` removes those no running medchat uses)", err=True)
 
 
 @adapters.command("show")
@@ -124,6 +125,21 @@ def adapters_rm(names: tuple[str, ...], yes: bool) -> None:
     for name in names:
         remove_adapter(name)
         click.echo(f"deleted {name}")
+
+
+@adapters.command("clean")
+def adapters_clean() -> None:
+    """Delete leftovers of interrupted saves and deletes that no running medchat uses."""
+    from medchat.store.adapters import clean_stale, stale_temporaries
+
+    removed = clean_stale()
+    for folder, size in removed:
+        click.echo(f"removed {folder.name} ({size / 2**20:.1f} MB)")
+    kept = stale_temporaries()
+    if kept:
+        click.echo(f"{len(kept)} in use (a save under way), kept", err=True)
+    elif not removed:
+        click.echo("nothing to clean")
 
 
 @adapters.command("path")

@@ -95,13 +95,14 @@ def flags_from(params: dict[str, Any]) -> dict[str, Any]:
 @click.option("--merge/--no-merge", "merge", default=None, help="Also save a merged 16-bit model.")
 @click.option("--offline/--online", "offline", default=None, help="Never contact the hub.")
 @click.option("--dry-run", is_flag=True, help="Validate and format the data, show lengths and one example; train nothing.")
-@click.option("--resume", default=None, metavar="NAME", help="Continue an interrupted run from its last checkpoint.")
+@click.option("--resume", default=None, metavar="NAME", help="Continue an interrupted run from its last complete checkpoint.")
+@click.option("--restart", is_flag=True, help="Discard the unfinished run of --name (or --resume) NAME and start it over.")
 @click.option("--gpus", type=click.IntRange(min=1), default=None,
               help="Train on N GPUs of this machine, one process each (starts torchrun; "
                    "same as `torchrun --nproc_per_node N -m medchat finetune ...`).")
 @_finetune_options
-def finetune(recipe: str | None, name: str | None, dry_run: bool, resume: str | None, gpus: int | None,
-             **params: Any) -> None:
+def finetune(recipe: str | None, name: str | None, dry_run: bool, resume: str | None, restart: bool,
+             gpus: int | None, **params: Any) -> None:
     """LoRA fine-tune a base model and store the adapter under a name.
 
     \b
@@ -110,6 +111,7 @@ def finetune(recipe: str | None, name: str | None, dry_run: bool, resume: str | 
       medchat finetune --recipe C --samples 500
       medchat finetune --dataset ./rows.jsonl --columns question=q,answer=a --dry-run
       medchat finetune --recipe A --gpus 2
+      medchat finetune --resume smollm2-sample-1122-1653
     """
     from medchat.cli.reports import print_dry_run, print_summary
     from medchat.finetune import run as phases
@@ -118,6 +120,9 @@ def finetune(recipe: str | None, name: str | None, dry_run: bool, resume: str | 
     flags = flags_from(params)
     if resume and (flags or recipe or name):
         raise UsageError("--resume NAME continues a run with its recorded settings; give no other options")
+    if restart and not (resume or name):
+        raise UsageError("--restart discards an unfinished run: name it with --name NAME (new settings) "
+                         "or --resume NAME (its recorded settings)")
     chosen = find_recipe(recipe) if recipe else None
     settings = settings_for(flags, chosen)
     if gpus and gpus > 1 and not dry_run:
@@ -132,7 +137,7 @@ def finetune(recipe: str | None, name: str | None, dry_run: bool, resume: str | 
         root = click.get_current_context().find_root()
         launch(gpus, (root.obj or {}).get("argv") or sys.argv[1:], cpu=settings.device == "cpu")
         return
-    run = {"name": name or "", "recipe": chosen.name if chosen else "", "resume": resume or "",
+    run = {"name": name or "", "recipe": chosen.name if chosen else "", "resume": resume or "", "restart": restart,
            "say": lambda m: click.echo(f"medchat: {m}", err=True)}
     if dry_run:
         from medchat.finetune.distributed import ranks

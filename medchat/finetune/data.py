@@ -13,6 +13,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import random
 import re
@@ -335,8 +336,12 @@ def _get(row: Mapping[str, Any], key: str, n: int, *, required: bool = True, all
         if not required or allow_empty:
             return ""
         raise DataError(f"row {n}: key '{actual}' is empty (null)")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DataError(f"row {n}: key '{actual}' is {value} (a missing value?), not text")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = str(value)
+        # A number is no training text: "nan", "1e+100" or a bare 42 would be learnt as an answer.
+        raise DataError(f"row {n}: key '{actual}' must be text, got the number {value} "
+                        "(write it as a string if it is meant as text)")
     if not isinstance(value, str):
         raise DataError(f"row {n}: key '{actual}' must be text, got {type(value).__name__}")
     if required and not allow_empty and not value.strip():
@@ -471,6 +476,9 @@ def select_rows(
     rng = random.Random(seed)
     want = round(total * fraction) if fraction > 0 else samples
     notes = []
+    if fraction > 0 and want == 0:  # a share that rounds to no row still means few rows, not "all of them"
+        want = 1
+        notes.append(f"--fraction {fraction:g} of {total} rows rounds to none; training on 1 row")
     if eval_rows >= total:
         raise DataError(f"--eval-rows {eval_rows} leaves no rows to train on (the data set has {total})")
     def hold_out(candidates: list[int]) -> list[int]:

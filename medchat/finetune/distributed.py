@@ -222,7 +222,8 @@ def sync_callback(group: Group, stop: Any, counted_on_host: bool):
     """A TrainerCallback that runs before the progress callback at each step end: if any rank asked to
     stop, every rank does (after this same step); with ``counted_on_host`` (each rank counted its own
     packed tokens, see train.host_counting) the token count becomes every rank's sum, so the progress
-    line and the manifest report the whole launch's tokens/s."""
+    line and the manifest report the whole launch's tokens/s. At each checkpoint it waits for every rank's
+    files before the progress callback marks it complete."""
     from transformers import TrainerCallback
 
     class Sync(TrainerCallback):
@@ -241,6 +242,11 @@ def sync_callback(group: Group, stop: Any, counted_on_host: bool):
                 state.num_input_tokens_seen = self.seen + total
             self.seen = state.num_input_tokens_seen or 0
             return control
+
+        def on_save(self, args, state, control, **kw):
+            # Every rank writes its own RNG state into the checkpoint: rank 0 marks it complete
+            # (train.make_callback, after this) only once all of them are done.
+            group.barrier()
 
     return Sync()
 

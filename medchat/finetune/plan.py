@@ -16,6 +16,7 @@ from typing import Any, Callable
 from medchat import paths
 from medchat.config import Settings
 from medchat.errors import HardwareError, UsageError
+from medchat.finetune import checkpoints
 from medchat.finetune import data as D
 from medchat.store import adapters as store
 
@@ -122,7 +123,7 @@ def check_disk(plan: Plan) -> None:
         raise HardwareError(f"only {free_gib:.1f} GiB free in {root}; checkpoints and the adapter need more")
 
 
-def make_plan(settings: Settings, *, name: str = "", recipe: str = "", say: Say) -> Plan:
+def make_plan(settings: Settings, *, name: str = "", recipe: str = "", restart: bool = False, say: Say) -> Plan:
     """Validate everything that needs no model. Raises before any weights are loaded."""
     ft = settings.finetune
     check_report_to(ft.report_to)
@@ -131,8 +132,9 @@ def make_plan(settings: Settings, *, name: str = "", recipe: str = "", say: Say)
         store.validate_name(name)
         if (store.store_dir() / name).exists():
             raise UsageError(f"an adapter named '{name}' already exists (choose another --name, or `medchat adapters rm {name}`)")
-        if (runs_dir() / name).exists():
-            raise UsageError(f"an unfinished run named '{name}' exists: continue it with `medchat finetune --resume {name}`")
+        if checkpoints.exists(runs_dir() / name) and not restart:
+            raise UsageError(f"an unfinished run named '{name}' exists: continue it with `medchat finetune --resume {name}`, "
+                             "or discard it and start over with --restart")
     say(f"reading data: {ft.dataset}")
     dataset = D.load_dataset(ft.dataset, subset=ft.subset, split=ft.split, columns=ft.columns, offline=settings.offline)
     mc = [i for i, ex in enumerate(dataset.examples) if ex.options]

@@ -19,7 +19,6 @@ inside the phases; on CUDA, Unsloth is imported before transformers/TRL.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -27,8 +26,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from medchat.config import Settings
-from medchat.errors import DataError, Interrupted, MedchatError
+from medchat.errors import DataError, Interrupted, MedchatError, UsageError
 from medchat.evaluation.model_card import write_card
+from medchat.finetune import checkpoints
 from medchat.finetune import data as D
 from medchat.finetune.plan import Plan, Say, check_disk, make_plan, resolve
 from medchat.store import adapters as store
@@ -60,7 +60,8 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def prepare(settings: Settings, *, name: str = "", recipe: str = "", resume: str = "", say: Say) -> Plan:
+def prepare(settings: Settings, *, name: str = "", recipe: str = "", resume: str = "", restart: bool = False,
+            say: Say) -> Plan:
     """The plan phase, also for `--resume NAME` (its recorded settings and rows)."""
     state: dict[str, Any] = {}
     if resume:
@@ -68,25 +69,27 @@ def prepare(settings: Settings, *, name: str = "", recipe: str = "", resume: str
 
         settings, recipe, state = load_run_state(resume)
         name = resume
-    plan = make_plan(settings, name="" if resume else name, recipe=recipe, say=say)
+    plan = make_plan(settings, name="" if resume else name, recipe=recipe, restart=restart, say=say)
     if resume:
         plan.name, plan.resume = resume, True
         if state.get("dataset_revision") != plan.dataset.source.revision:
-            raise DataError(f"the data set of run '{resume}' changed since it started; its recorded rows no longer apply")
+            raise DataError(f"the data set of run '{resume}' changed since it started; its recorded rows no longer apply"
+                            + ("" if restart else f" (start it over with `medchat finetune --resume {resume} --restart`"
+                               " to train on the data as it is now)"))
         # The recorded rows, not a fresh selection: no held-out row can leak into training.
         plan.selection = D.Selection(tuple(state["train_indices"]), tuple(state["eval_indices"]))
     resolve(plan, say)
     return plan
 
 
-def dry_run(settings: Settings, *, name: str = "", recipe: str = "", resume: str = "",
+def dry_run(settings: Settings, *, name: str = "", recipe: str = "", resume: str = "", restart: bool = False,
             say: Say | None = None) -> DryRun:
     """Validate and format everything, measure lengths and render one example; load no weights."""
     from medchat.finetune.load import load_tokenizer
     from medchat.finetune.rows import build_rows
 
     say = say or _stderr
-    plan = prepare(settings, name=name, recipe=recipe, resume=resume, say=say)
+    plan = prepare(settings, name=name, recipe=recipe, resume=resume, restart=restart, say=say)
     built = build_rows(plan, load_tokenizer(plan), say)
     return DryRun(plan.dataset.source.describe(), plan.dataset.shape, len(plan.dataset.examples),
                   len(plan.selection.train), len(plan.selection.eval), plan.resolved.name, plan.style,
@@ -113,30 +116,70 @@ class Phases:
         return timed()
 
 
-def run_finetune(settings: Settings, *, name: str = "", recipe: str = "", resume: str = "",
+def run_finetune(settings: Settings, *, name: str = "", recipe: str = "", resume: str = "", restart: bool = False,
                  say: Say | None = None) -> Trained | None:
     """The whole command: train, store the adapter with its manifest and report card, push.
 
-    Under a multi-GPU launch, ranks other than 0 return None once training is over."""
+    ``restart`` discards the unfinished run of that name (its checkpoints) and starts at step 0.
+    Under a multi-GPU launch, ranks other than 0 return None once training is over; rank 0 alone holds
+    the run's lock, discards, marks checkpoints and stores (the others wait for it at a barrier).
+    """
     from medchat.finetune import caches, distributed
-    from medchat.finetune.load import load_model
-    from medchat.finetune.rows import build_rows, describe_lengths
-    from medchat.finetune.save import build_manifest, model_revision, push, release_memory, save_merged, save_run_state
-    from medchat.finetune.train import train
 
     here = distributed.ranks()
     say = distributed.say_for(say or _stderr, here)
     started = time.time()
     phases = Phases()
     with phases("plan"):
-        plan = prepare(settings, name=name, recipe=recipe, resume=resume, say=say)
-        if resume:
+        plan = prepare(settings, name=name, recipe=recipe, resume=resume, restart=restart, say=say)
+        if resume and not restart:  # a restart starts afresh, on any number of ranks
             distributed.check_resume(plan.run_dir, plan.name, here.world_size)
         group = distributed.Group(here).start(plan.device)
         plan.name = group.agree(plan.name)  # a generated name has the time in it: rank 0's counts
         if plan.device == "cuda":
             caches.use_compile_caches()
         check_disk(plan)
+    gpus = f" --gpus {here.world_size}" if group.distributed else ""
+    with checkpoints.hold(plan.run_dir, plan.name):  # rank 0 holds it for every rank
+        if plan.resume and (store.store_dir() / plan.name).exists():
+            # Killed after the adapter was stored, before its run folder was removed.
+            if group.main:
+                checkpoints.finish(plan.run_dir)
+            raise UsageError(f"run '{plan.name}' already finished: adapter '{plan.name}' is stored "
+                             "(its leftover checkpoints are removed now)")
+        if restart or not plan.resume:
+            if group.main:
+                if restart and checkpoints.exists(plan.run_dir):
+                    say(f"discarding the unfinished run '{plan.name}' and starting over")
+                checkpoints.clear(plan.run_dir)  # (a new run: only debris of a run that never started)
+            plan.resume = False
+        group.barrier()  # the other ranks read the run folder only once rank 0 holds and cleared it
+        try:
+            return _train_and_store(plan, here, group, phases, started, say)
+        except KeyboardInterrupt:
+            # Ctrl+C while loading, setting up the trainer or saving the adapter: name `--resume`
+            # whenever the run can continue (its run.json is written once the rows are built).
+            if checkpoints.exists(plan.run_dir) and not (store.store_dir() / plan.name).exists():
+                raise Interrupted(f"interrupted; the run is kept in {plan.run_dir}. "
+                                  f"Continue with: medchat finetune --resume {plan.name}{gpus}") from None
+            raise
+
+
+def _train_and_store(plan: Plan, here: Any, group: Any, phases: Phases, started: float, say: Say) -> Trained | None:
+    from medchat.finetune import caches, distributed
+    from medchat.finetune.load import load_model
+    from medchat.finetune.rows import build_rows, describe_lengths
+    from medchat.finetune.save import (
+        build_manifest,
+        model_revision,
+        push,
+        release_memory,
+        save_adapter,
+        save_merged,
+        save_run_state,
+    )
+    from medchat.finetune.train import train
+
     with phases("load"):
         model, tokenizer = load_model(plan, say)
         if plan.device == "cuda":
@@ -158,7 +201,8 @@ def run_finetune(settings: Settings, *, name: str = "", recipe: str = "", resume
     first = result.first_step_seconds or 0.0
     phases.seconds.update(trainer=result.setup_seconds, first_step=round(first, 2), training=result.steps_seconds,
                           # after the last step: the trainer's own end (a final checkpoint, if any)
-                          training_end=round(max(result.seconds - first - result.steps_seconds, 0.0), 2))
+                          training_end=round(max(result.seconds - result.seconds_before - first
+                                                 - result.steps_seconds, 0.0), 2))
     if result.interrupted:
         raise Interrupted(f"stopped at step {result.steps}; checkpoint saved in {plan.run_dir}. "
                           f"Continue with: medchat finetune --resume {plan.name}"
@@ -168,7 +212,7 @@ def run_finetune(settings: Settings, *, name: str = "", recipe: str = "", resume
     tmp = store.begin_save(plan.name)
     try:
         with phases("save"):
-            model.save_pretrained(str(tmp))
+            save_adapter(model, tmp, plan.resolved.base_id)
             manifest = build_manifest(plan, tokenizer, built, result, started, model_revision(plan.resolved.source))
             record_launch(manifest, plan, result, phases)
             write_manifest(tmp, manifest)
@@ -192,7 +236,7 @@ def run_finetune(settings: Settings, *, name: str = "", recipe: str = "", resume
     except BaseException:
         store.abort_save(tmp)
         raise
-    shutil.rmtree(plan.run_dir, ignore_errors=True)
+    checkpoints.finish(plan.run_dir)
     if plan.ft.push_to_hub:
         try:
             manifest.pushed_to = push(plan, final, say)

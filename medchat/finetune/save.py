@@ -17,6 +17,7 @@ from typing import Any
 from medchat import paths
 from medchat.config import Settings, merge
 from medchat.errors import UsageError
+from medchat.finetune import checkpoints
 from medchat.finetune import data as D
 from medchat.finetune.plan import Plan, Say, hub_token, runs_dir
 from medchat.finetune.rows import Built
@@ -117,6 +118,33 @@ def build_manifest(plan: Plan, tokenizer: Any, built: Built, result: TrainResult
     })
 
 
+def portable_base_id(base_id: str) -> str:
+    """The base model as adapter_config.json and its README name it: a hub id as it is; for a local
+    folder only its name (a path would show the user's folders on the hub and mean nothing elsewhere).
+    The manifest keeps the local source, for resolution on this machine."""
+    if base_id.startswith(("/", "~", ".")) or Path(base_id).is_absolute():
+        return Path(base_id.rstrip("/")).name
+    return base_id
+
+
+def save_adapter(model: Any, folder: Path, base_id: str) -> None:
+    """PEFT's files (adapter_config.json, weights, README card) naming ``base_id``, never the local
+    path the weights were loaded from."""
+    portable = portable_base_id(base_id)
+    embeddings = False
+    for config in model.peft_config.values():
+        config.base_model_name_or_path = portable
+        embeddings = embeddings or any(m in ("embed_tokens", "lm_head") for m in (config.target_modules or ()))
+    base = model.get_base_model()
+    if getattr(base, "config", None) is not None:
+        base.config.name_or_path = portable  # the README card's `base_model`
+    if hasattr(base, "name_or_path"):
+        base.name_or_path = portable  # its `base_model:adapter:` tag
+    # medchat never resizes the vocabulary, so embeddings are saved exactly when LoRA targets them;
+    # PEFT's "auto" would otherwise ask the hub for the base's config.json to find out.
+    model.save_pretrained(str(folder), save_embedding_layers=embeddings)
+
+
 def save_merged(plan: Plan, adapter_dir: Path, target: Path, say: Say) -> None:
     """A merged 16-bit model beside the adapter, made like `medchat export`: from a 16-bit copy of the
     base, never by merging into 4-bit weights (which rounds the fine-tune away)."""
@@ -170,13 +198,13 @@ def save_run_state(plan: Plan) -> None:
     state = {"name": plan.name, "recipe": plan.recipe, "settings": settings_dict(plan.settings),
              "train_indices": list(plan.selection.train), "eval_indices": list(plan.selection.eval),
              "dataset_revision": plan.dataset.source.revision}
-    atomic_write_text(plan.run_dir / "run.json", json.dumps(state, indent=2) + "\n")
+    atomic_write_text(plan.run_dir / checkpoints.RUN_STATE, json.dumps(state, indent=2) + "\n")
 
 
 def load_run_state(name: str) -> tuple[Settings, str, dict[str, Any]]:
-    path = runs_dir() / name / "run.json"
+    path = runs_dir() / name / checkpoints.RUN_STATE
     if not path.is_file():
-        known = sorted(p.name for p in runs_dir().glob("*") if (p / "run.json").is_file()) if runs_dir().is_dir() else []
+        known = sorted(p.name for p in runs_dir().glob("*") if checkpoints.exists(p)) if runs_dir().is_dir() else []
         raise UsageError(f"no unfinished run named '{name}' (unfinished runs: {', '.join(known) or 'none'})")
     state = json.loads(path.read_text())
     settings = merge(Settings, Settings(), state["settings"], str(path)).validate()

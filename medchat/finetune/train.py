@@ -2,7 +2,8 @@
 
 Also here: how rows become batches, the trainer's settings, token counting without GPU read-backs,
 the progress callback (which also honours Ctrl+C: the first stops after the current step and saves a
-resumable checkpoint, a second aborts) and resuming from the last checkpoint.
+resumable checkpoint, a second aborts, marks each checkpoint complete once written, and saves one at
+the last step) and resuming from the last complete checkpoint (checkpoints.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from medchat import paths
 from medchat.errors import HardwareError, Interrupted, out_of_memory
-from medchat.finetune import packing
+from medchat.finetune import checkpoints, packing
 from medchat.finetune.plan import Plan, Say
 from medchat.finetune.rows import Built
 
@@ -168,11 +169,6 @@ def tensorboard_dir(plan: Plan) -> str:
     return chosen
 
 
-def last_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = [p for p in run_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
-
-
 # -------------------------------------------------------------------------------------------------
 # Ctrl+C and progress
 
@@ -204,9 +200,11 @@ class StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def make_callback(plan: Plan, stop: StopFlag, stream=None, show: bool = True):
+def make_callback(plan: Plan, stop: StopFlag, stream=None, show: bool = True, seconds_before: float = 0.0):
     """A TrainerCallback that records losses and tokens, feeds the progress display (``show``: on rank 0
-    only) and honours the stop flag. It reads nothing back from the GPU: the loss arrives only with TRL's logs."""
+    only), honours the stop flag and marks checkpoints complete (on the process that saves them). It reads
+    nothing back from the GPU: the loss arrives only with TRL's logs. ``seconds_before``: training time of
+    the run before this resume."""
     from transformers import TrainerCallback
 
     from medchat.finetune.progress import RateMeter, Status, clock, make_display
@@ -226,6 +224,7 @@ def make_callback(plan: Plan, stop: StopFlag, stream=None, show: bool = True):
             self.meter = RateMeter()
             self.began = 0.0  # perf_counter at on_train_begin
             self.first_step: float | None = None  # seconds of the first step (compilation, warm-up)
+            self.seconds_before = seconds_before
 
         def steady_rate(self) -> float | None:
             return self.meter.steady()
@@ -264,9 +263,11 @@ def make_callback(plan: Plan, stop: StopFlag, stream=None, show: bool = True):
                 control.should_save = True
                 control.should_training_stop = True
             # TRL logs every logging_steps only: log the last step too, so a run shorter than
-            # logging_steps (or stopped between logs) still records its final loss.
+            # logging_steps (or stopped between logs) still records its final loss. And checkpoint it:
+            # a run stopped while its adapter is saved then resumes there instead of training again.
             if state.global_step >= state.max_steps or stop.requested:
                 control.should_log = True
+                control.should_save = control.should_save or bool(plan.ft.save_steps)
             if not getattr(control, "should_log", False):
                 self.show(state, logged=False)  # otherwise on_log shows it, with this step's loss
             return control
@@ -275,6 +276,13 @@ def make_callback(plan: Plan, stop: StopFlag, stream=None, show: bool = True):
             rate, per_step = self.meter.recent()
             eta = per_step * max(state.max_steps - state.global_step, 0) if per_step is not None else None
             display.update(Status(state.global_step, state.max_steps, self.loss, self.lr, rate, eta), logged)
+
+        def on_save(self, args, state, control, **kw):
+            # Called once Trainer has written every file of the checkpoint (and rotated old ones).
+            folder = Path(args.output_dir) / f"{checkpoints.PREFIX}{state.global_step}"
+            if getattr(args, "should_save", True) and folder.is_dir():  # the process that wrote it
+                checkpoints.mark_complete(folder, {"step": state.global_step,
+                                                   "seconds": round(self.seconds_before + self.seconds, 3)})
 
         def on_train_end(self, args, state, control, **kw):
             display.close()
@@ -292,18 +300,28 @@ def make_callback(plan: Plan, stop: StopFlag, stream=None, show: bool = True):
 
 @dataclass
 class TrainResult:
+    """The whole run, across resumes: steps, (step, loss) history, tokens and training seconds."""
+
     steps: int
     losses: list[tuple[int, float]]
     seconds: float
     tokens: int
     peak_gpu_gib: float | None
     interrupted: bool
-    steady_tokens_per_second: float | None = None
+    steady_tokens_per_second: float | None = None  # of this process's steps
     first_step_seconds: float | None = None  # compilation and warm-up
     steps_seconds: float = 0.0  # from the first step's end to the last step's end: the steady steps
     setup_seconds: float = 0.0  # from the trainer's construction to its first step (packing included)
     gpus: int = 1  # ranks of a data-parallel launch (distributed.py)
     peak_gpu_gib_per_rank: list[float] | None = None
+    seconds_before: float = 0.0  # of ``seconds``: training time before this resume (from the checkpoint)
+
+
+def run_history(state: Any) -> tuple[int, list[tuple[int, float]], int]:
+    """(steps, losses, tokens) of the whole run from Trainer's state, which a resume restores from the
+    checkpoint: a resumed run records every loss since step 1, not only those after the resume."""
+    losses = [(int(e["step"]), round(float(e["loss"]), 4)) for e in state.log_history if "loss" in e and "step" in e]
+    return state.global_step, losses, int(state.num_input_tokens_seen or 0)
 
 
 def host_counting(trainer_class: type) -> type:
@@ -342,8 +360,16 @@ def train(plan: Plan, model: Any, tokenizer: Any, built: Built, say: Say, group:
     t_setup = time.perf_counter()
     args = trainer_args(plan, len(built.rows), sum(len(r["input_ids"]) for r in built.rows), group.ranks.world_size)
     dataset = Dataset.from_list(built.rows)
+    resume_from = None
+    if plan.resume:
+        if group.main:  # rank 0 removes; every rank then picks the same checkpoint
+            for dropped in checkpoints.drop_incomplete(plan.run_dir):
+                say(f"skipping {dropped.name}: it was not completely written (the run was stopped while saving it)")
+        group.barrier()
+        resume_from = checkpoints.last_complete(plan.run_dir)
+    marker = checkpoints.read_marker(resume_from) if resume_from else None
     stop = StopFlag(announce=group.main)
-    progress = make_callback(plan, stop, show=group.main)
+    progress = make_callback(plan, stop, show=group.main, seconds_before=float((marker or {}).get("seconds", 0.0)))
     callbacks = [progress]
     if group.distributed:  # before the progress callback: it reads the agreed stop flag and token count
         callbacks.insert(0, sync_callback(group, stop, counted_on_host=args.include_num_input_tokens_seen == "all"))
@@ -357,9 +383,10 @@ def train(plan: Plan, model: Any, tokenizer: Any, built: Built, say: Say, group:
         say(packing.describe(len(built.rows), trainer.train_dataset, args.max_length))
     for note in plan.notes:
         say(note)
-    resume_from = last_checkpoint(plan.run_dir) if plan.resume else None
     if resume_from:
         say(f"resuming from {resume_from.name}")
+    elif plan.resume:
+        say("no complete checkpoint yet: starting at step 0")
     cuda = plan.device == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -380,11 +407,12 @@ def train(plan: Plan, model: Any, tokenizer: Any, built: Built, say: Say, group:
     seconds = time.perf_counter() - t0
     peak = round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None
     peaks = group.gather(peak)
+    steps, losses, tokens = run_history(trainer.state)  # the whole run's, across resumes
     result = TrainResult(
-        steps=trainer.state.global_step,
-        losses=progress.losses,
-        seconds=seconds,
-        tokens=progress.tokens,
+        steps=steps,
+        losses=losses,
+        seconds=progress.seconds_before + seconds,
+        tokens=tokens,
         peak_gpu_gib=max(peaks) if cuda else None,
         interrupted=stop.requested,
         steady_tokens_per_second=progress.steady_rate(),
@@ -393,5 +421,6 @@ def train(plan: Plan, model: Any, tokenizer: Any, built: Built, say: Say, group:
         setup_seconds=round(max(progress.began - t_setup, 0.0), 2) if progress.began else 0.0,
         gpus=group.ranks.world_size,
         peak_gpu_gib_per_rank=peaks if cuda and group.distributed else None,
+        seconds_before=progress.seconds_before,
     )
     return trainer, result

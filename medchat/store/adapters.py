@@ -183,14 +183,21 @@ def validate_name(name: str) -> str:
 
 
 def begin_save(name: str) -> Path:
-    """A private temporary sibling folder ``.tmp-<name>-*`` in the store to write an adapter into."""
+    """A private temporary sibling folder ``.tmp-<name>-*`` in the store to write an adapter into.
+
+    The folder holds a lock for as long as this process writes it, so `clean_stale` (run here first, and
+    by `medchat adapters clean`) removes only the leftovers of saves whose process is gone.
+    """
     import tempfile
 
     validate_name(name)
     root = paths.ensure_private_dir(store_dir())
+    clean_stale()
     if (root / name).exists():
         raise AdapterError(f"an adapter named '{name}' already exists (choose another --name or `medchat adapters rm {name}`)")
-    return Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{name}-"))
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{name}-"))
+    _hold(tmp)
+    return tmp
 
 
 def commit_save(tmp: Path, name: str) -> Path:
@@ -203,6 +210,9 @@ def commit_save(tmp: Path, name: str) -> Path:
     if target.exists():
         raise AdapterError(f"an adapter named '{name}' appeared while training; the new one is kept at {tmp}")
     os.chmod(tmp, 0o700)
+    # The lock file stays out of the adapter; unlinking it touches the folder, which then counts as
+    # fresh (in use) for STALE_AFTER, longer than the rename takes.
+    _release(tmp, unlink=True)
     os.replace(tmp, target)
     return target
 
@@ -210,7 +220,82 @@ def commit_save(tmp: Path, name: str) -> Path:
 def abort_save(tmp: Path) -> None:
     import shutil
 
+    _release(tmp)
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -------------------------------------------------------------------------------------------------
+# Leftovers: `.tmp-*` folders of saves killed before their rename, `.rm-*` of interrupted deletes.
+
+SAVE_LOCK = ".medchat-save.lock"
+STALE_AFTER = 600.0  # seconds: a leftover without a lock file (older releases) counts as stale after this
+_held: dict[str, Any] = {}  # temporary folder -> the FileLock this process holds on it
+
+
+def _hold(tmp: Path) -> None:
+    from filelock import FileLock
+
+    lock = FileLock(str(tmp / SAVE_LOCK), timeout=0)
+    lock.acquire()
+    _held[str(tmp)] = lock
+
+
+def _release(tmp: Path, unlink: bool = False) -> None:
+    lock = _held.pop(str(tmp), None)
+    if unlink:
+        (tmp / SAVE_LOCK).unlink(missing_ok=True)
+    if lock is not None:
+        lock.release()
+
+
+def in_use(leftover: Path) -> bool:
+    """Whether a running medchat still writes this temporary folder (its lock is held)."""
+    import time
+
+    from filelock import FileLock, Timeout
+
+    if str(leftover) in _held:
+        return True
+    lock_file = leftover / SAVE_LOCK
+    if not lock_file.is_file():
+        # A save being created (lock not yet taken) or committed (lock just removed), a delete (`.rm-*`)
+        # under way, or a leftover of an older release: in use until it is old.
+        try:
+            return time.time() - leftover.stat().st_mtime < STALE_AFTER
+        except FileNotFoundError:
+            return False
+    probe = FileLock(str(lock_file), timeout=0)
+    try:
+        probe.acquire()
+    except Timeout:
+        return True
+    except OSError:
+        return False  # gone meanwhile
+    probe.release()
+    return False
+
+
+def stale_temporaries() -> list[Path]:
+    """Leftovers of interrupted saves or deletes (never listed as adapters), in use or not."""
+    root = store_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.name.startswith((".tmp-", ".rm-")))
+
+
+def clean_stale() -> list[tuple[Path, int]]:
+    """Delete the leftovers no running medchat uses; returns (folder, bytes freed) for each."""
+    import shutil
+
+    removed = []
+    for leftover in stale_temporaries():
+        if in_use(leftover):
+            continue
+        size = sum(f.stat().st_size for f in leftover.rglob("*") if f.is_file() and not f.is_symlink())
+        shutil.rmtree(leftover, ignore_errors=True)
+        if not leftover.exists():
+            removed.append((leftover, size))
+    return removed
 
 
 def write_report(adapter_dir: Path, report: dict[str, Any]) -> None:
@@ -247,11 +332,3 @@ def remove_adapter(name: str) -> Path:
     os.replace(target, trash / name)
     shutil.rmtree(trash, ignore_errors=True)
     return target
-
-
-def stale_temporaries() -> list[Path]:
-    """Leftovers of interrupted saves or deletes (never listed as adapters)."""
-    root = store_dir()
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if p.name.startswith((".tmp-", ".rm-")))

@@ -96,6 +96,8 @@ def test_bundled_sample_is_medical_o1_and_big_enough():
     ("bad_empty_value.jsonl", r"row 3: key 'Response' is empty"),
     ("bad_null.jsonl", r"row 1: key 'Question' is empty \(null\)"),
     ("bad_type.jsonl", r"row 2: key 'Question' must be text, got list"),
+    ("bad_nan.jsonl", r"row 2: key 'Question' is nan \(a missing value\?\), not text"),
+    ("bad_number.jsonl", r"row 1: key 'output' must be text, got the number 70"),
     ("bad_json_line.jsonl", r"line 2: not valid JSON"),
     ("bad_not_object.jsonl", r"line 1: expected a JSON object, got list"),
     ("empty.jsonl", r"no rows \(the file is empty\)"),
@@ -171,6 +173,8 @@ def test_first_n_keeps_the_first_rows_and_holds_out_others():
 
 def test_fraction_and_all_rows():
     assert len(D.select_rows(100, fraction=0.1).train) == 10
+    tiny = D.select_rows(81, fraction=0.005)  # 0.4 rows: one row, said so, never "all of them"
+    assert len(tiny.train) == 1 and "rounds to none" in tiny.note
     assert len(D.select_rows(10, eval_rows=2).train) == 8
 
 

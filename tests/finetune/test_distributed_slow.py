@@ -55,6 +55,8 @@ def test_two_processes_stop_together_resume_with_two_and_store_one_adapter(embed
     checkpoints = sorted(run_dir.glob("checkpoint-*"))
     assert len(checkpoints) == 1 and json.loads((run_dir / "launch.json").read_text())["world_size"] == 2
     assert {p.name for p in checkpoints[0].glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
+    marker = json.loads((checkpoints[0] / "medchat-checkpoint.json").read_text())  # rank 0 marked it, once both wrote
+    assert {"rng_state_0.pth", "rng_state_1.pth", "trainer_state.json"} <= set(marker["files"])
 
     with pytest.raises(SystemExit) as refused:  # one process cannot continue what two started
         main(["finetune", "--resume", "ddp"])

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
 from medchat.cli.main import main
-from medchat.finetune import plan, train
+from medchat.finetune import checkpoints, plan, train
 from medchat.store import adapters
 
 QUESTION = "A 58-year-old man has crushing central chest pain radiating to the left arm. What is the diagnosis?"
@@ -40,6 +41,11 @@ def test_finetune_creates_an_adapter_that_ask_loads_and_that_changes_output(embe
     assert not set(manifest["dataset"]["train_indices"]) & set(manifest["dataset"]["eval_indices"])
     assert manifest["prompt_style"] == "chat_template" and manifest["chat_template_hash"].startswith("sha256:")
     assert manifest["base_model"]["id"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    # PEFT's own files name the hub id; the local folder the weights came from stays in the manifest only.
+    peft_config = json.loads((folder / "adapter_config.json").read_text())
+    assert peft_config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    local = manifest["base_model"]["source"]
+    assert local not in (folder / "README.md").read_text() and local not in json.dumps(peft_config)
     assert {"torch", "transformers", "peft", "trl"} <= set(manifest["versions"])
     assert manifest["losses"]["final_train"] is not None
     assert (folder / "report.json").is_file() and "adapter" in manifest["eval"]
@@ -66,13 +72,25 @@ def test_stop_saves_a_checkpoint_and_resume_finishes_the_run_and_merges(embedded
     assert stopped.value.code == 130
     err = capsys.readouterr().err
     assert "medchat finetune --resume resumable" in err
-    assert train.last_checkpoint(plan.runs_dir() / "resumable").name == "checkpoint-1"
+    run_dir = plan.runs_dir() / "resumable"
+    assert checkpoints.last_complete(run_dir).name == "checkpoint-1"
     assert adapters.list_adapters() == []  # nothing half-made in the store
+    first = json.loads((run_dir / "checkpoint-1" / "trainer_state.json").read_text())
 
+    # As if killed while the next checkpoint was written: a folder with only its first file. Resuming from
+    # it failed ("Can't find a valid checkpoint"); it must be skipped for the last complete one.
+    (run_dir / "checkpoint-2").mkdir()
+    shutil.copy(run_dir / "checkpoint-1" / "adapter_model.safetensors", run_dir / "checkpoint-2")
     monkeypatch.setattr(train.StopFlag, "__enter__", real_enter)
     main(["finetune", "--resume", "resumable"])
+    err = capsys.readouterr().err
+    assert "skipping checkpoint-2" in err and "resuming from checkpoint-1" in err
     manifest = json.loads((adapters.store_dir() / "resumable" / "medchat.json").read_text())
     assert manifest["training"]["steps"] == 2
+    # The whole run's history, not only what came after the resume.
+    assert [step for step, _ in manifest["losses"]["history"]] == [1, 2]
+    assert manifest["losses"]["first_train"] == round(first["log_history"][0]["loss"], 4)
+    assert manifest["training"]["tokens"] > first["num_input_tokens_seen"] > 0
     merged = adapters.store_dir() / "resumable" / "merged"
     assert (merged / "config.json").is_file() and (merged / "model.safetensors").is_file()
     assert not (plan.runs_dir() / "resumable").exists()

@@ -153,3 +153,51 @@ def test_the_shipped_demo_adapter():
     report = adapters.read_report(path)
     assert report["summary"]["adapter"]["share_closed"] >= 0.8
     assert report["summary"]["adapter"]["rows"] >= 10
+def leftover(name: str, age: float = 0.0, locked_file: bool = False):
+    """A `.tmp-*` folder as a killed save leaves it: some weights, maybe its (released) lock file."""
+    import os
+    import time
+
+    folder = adapters.store_dir() / name
+    folder.mkdir(parents=True)
+    (folder / "adapter_model.safetensors").write_bytes(b"\0" * 2048)
+    if locked_file:
+        (folder / adapters.SAVE_LOCK).touch()
+    stamp = time.time() - age
+    os.utime(folder, (stamp, stamp))
+    return folder
+
+
+def test_clean_removes_leftovers_of_killed_saves_but_not_saves_in_use():
+    from filelock import FileLock
+
+    dead = leftover(".tmp-demo-k1ll3d00", locked_file=True)  # its process is gone: lock file, no lock
+    legacy = leftover(".tmp-old-abcdefgh", age=2 * adapters.STALE_AFTER)  # an older release's, no lock file
+    trash = leftover(".rm-gone-abcdefgh", age=2 * adapters.STALE_AFTER)
+    fresh = leftover(".tmp-new-abcdefgh")  # just created, its lock not taken yet
+    other = leftover(".tmp-busy-abcdefgh", locked_file=True)
+    held = FileLock(str(other / adapters.SAVE_LOCK), timeout=0)  # as another process writing it would
+    held.acquire()
+    mine = adapters.begin_save("mine")  # this process's own save (begin_save cleans first)
+    try:
+        assert not dead.exists() and not legacy.exists() and not trash.exists()
+        assert fresh.exists() and other.exists() and mine.exists()
+        result = CliRunner().invoke(cli, ["adapters", "clean"])
+        assert result.exit_code == 0 and "3 in use" in result.output
+        assert fresh.exists() and other.exists() and mine.exists()
+    finally:
+        held.release()
+    result = CliRunner().invoke(cli, ["adapters", "clean"])
+    assert "removed .tmp-busy-abcdefgh" in result.output and not other.exists()
+    fake_adapter(mine, MANIFEST)
+    final = adapters.commit_save(mine, "mine")
+    assert not (final / adapters.SAVE_LOCK).exists()  # the lock never becomes part of the adapter
+    assert [p.name for p in adapters.stale_temporaries()] == [fresh.name]
+
+
+def test_list_points_at_clean():
+    leftover(".tmp-demo-k1ll3d00", locked_file=True)
+    result = CliRunner().invoke(cli, ["adapters", "list"])
+    assert "1 unfinished save(s)" in result.output and "medchat adapters clean" in result.output
+    assert "removed .tmp-demo-k1ll3d00 (0.0 MB)" in CliRunner().invoke(cli, ["adapters", "clean"]).output
+    assert "nothing to clean" in CliRunner().invoke(cli, ["adapters", "clean"]).output
