@@ -153,6 +153,8 @@ def test_the_shipped_demo_adapter():
     report = adapters.read_report(path)
     assert report["summary"]["adapter"]["share_closed"] >= 0.8
     assert report["summary"]["adapter"]["rows"] >= 10
+
+
 def leftover(name: str, age: float = 0.0, locked_file: bool = False):
     """A `.tmp-*` folder as a killed save leaves it: some weights, maybe its (released) lock file."""
     import os
