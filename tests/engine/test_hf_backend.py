@@ -27,17 +27,18 @@ def medchat(*args, input=None):
 
 
 def test_ask_streams_an_answer(embedded_model):
-    r = medchat("ask", "--model", "smollm2", "--max-new-tokens", "16", "--temperature", "0",
+    r = medchat("ask", "--model", "smollm2", "--adapter", "none", "--max-new-tokens", "16", "--temperature", "0",
                 "Why does iron deficiency cause anaemia?")
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.strip()) > 10
 
 
 def test_ask_json_from_stdin(embedded_model):
-    r = medchat("ask", "--model", "smollm2", "--json", "--max-new-tokens", "8", "-", input="What is a fever?\n")
+    r = medchat("ask", "--model", "smollm2", "--adapter", "none", "--json", "--max-new-tokens", "8", "-",
+                input="What is a fever?\n")
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
-    assert set(data) == {"reasoning", "answer", "model", "adapter", "backend", "prompt_tokens",
+    assert set(data) == {"reasoning", "answer", "model", "adapter", "adapter_fidelity", "backend", "prompt_tokens",
                          "completion_tokens", "seconds", "tok_per_s", "finish_reason"}
     assert data["model"] == "smollm2" and data["backend"] == "hf" and data["completion_tokens"] == 8
     assert data["finish_reason"] == "length" and data["answer"]
@@ -113,7 +114,7 @@ def trained_adapter(embedded_model_dir, tmp_path):
 def test_adapter_loads_and_changes_output(embedded_model, trained_adapter):
     from medchat.engine.backends import open_local
 
-    backend = open_local(load_settings({"model": "smollm2"}), lambda _m: None)
+    backend = open_local(load_settings({"model": "smollm2", "adapter": "none"}), lambda _m: None)
     msgs = [Message("user", "Why does iron deficiency cause anaemia?")]
     before = list(stream_events(backend, msgs, GREEDY))[-1].answer
     backend.set_adapter(str(trained_adapter))
