@@ -80,14 +80,29 @@ def reply(backend, settings) -> dict:
             "wall_s": round(time.perf_counter() - start, 3), "text": done.reasoning + done.answer}
 
 
+OPS = ("fused", "addmm", "mv")
+
+
+def use_op(backend, op: str) -> None:
+    """Switch the running decoder's LoRA op (its graphs are captured again on the next reply)."""
+    import medchat.models.fastdecode as fastdecode
+
+    fastdecode.LORA_OP = op
+    decoder = backend.decoder
+    decoder._lora_kernels = fastdecode._lora_kernels() if decoder.fused_ops and decoder.device.type == "cuda" else None
+    decoder._drop_graphs()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = harness.parser(__doc__)
     p.add_argument("model", help="model folder (e.g. a random-init 8B from benchmarks/make_model.py --fit-vocab)")
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--tokens", type=int, default=256)
     p.add_argument("--b-std", type=float, default=0.01)
-    p.add_argument("--lora-op", default="addmm", choices=("addmm", "mv"),
-                   help="how the decode loop computes one token's LoRA product (fastdecode.LORA_OP)")
+    p.add_argument("--lora-op", default="fused", choices=OPS,
+                   help="how the decode loop computes one token's LoRA products (fastdecode.LORA_OP)")
+    p.add_argument("--compare-ops", action="store_true",
+                   help="then, with adapter A, time every LoRA op in turn in this process (and no adapter again)")
     p.add_argument("--keep-adapters", metavar="DIR", help="write the two adapters here (kept) instead of a temp dir")
     args = p.parse_args(argv)
     rec = harness.recorder("adapter_switch", args)
@@ -131,6 +146,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     with_a, none = figures["after_none_to_a"]["decode_tok_s"], figures["no_adapter"]["decode_tok_s"]
     figures["adapter_vs_none"] = round(with_a / none, 3) if none else None
+    if args.compare_ops:  # one load, adapter A on: each op twice (warm-up reply, timed reply), in turn
+        ops: dict = {}
+        for op in OPS + OPS:
+            use_op(backend, op)
+            reply(backend, settings)
+            got = reply(backend, settings)
+            ops.setdefault(op, []).append(got["decode_tok_s"])
+            ops.setdefault(f"{op}_same_text_as_fused", []).append(got.pop("text") == texts["after_none_to_a"])
+        backend.set_adapter(None)
+        reply(backend, settings)
+        ops["no_adapter_again"] = reply(backend, settings)["decode_tok_s"]
+        figures["ops_tok_s"] = ops
     figures["gpu_memory_gib"] = harness.gpu_memory_gib(peak=True)
     rec.emit(**figures)
     print(json.dumps(figures, indent=1))

@@ -44,7 +44,10 @@ Quantize = Literal["none", "int4", "int8"]
 PREFILL_CHUNK = 512  # tokens per prefill forward: bounds the attention scores' memory
 MIN_BUCKET = 256  # smallest attention length a CUDA graph is captured for
 INT4_ALGORITHM = "tinygemm"  # how int4 scales/zeros are chosen: "tinygemm" (min/max) or "hqq" (optimised)
-LORA_OP = "addmm"  # how one token's LoRA product is computed: "addmm" (two GEMMs) or "mv" (two GEMVs)
+# How one new token's LoRA products are computed on CUDA: "fused" folds them into the norm, activation and
+# residual kernels (lora_kernels, Triton; "addmm" where Triton is missing), "addmm" two GEMMs per
+# projection, "mv" two GEMVs. Prompts (many tokens) and the CPU always use "addmm".
+LORA_OP = "fused"
 
 
 class FastPathUnavailable(Exception):
@@ -138,6 +141,10 @@ class _Linear:
         """Static facts: identical for every layer (checked), so one decode step serves them all."""
         return (self.out_features, self.format, self.pad)
 
+    @property
+    def lora_active(self) -> bool:
+        return self.lora_a is not None and self.lora_on
+
     def set_lora(self, a: "torch.Tensor | None", b: "torch.Tensor | None") -> bool:
         """Use the LoRA pair (a, b), or none. Same shapes: copied into the existing buffers, so captured
         CUDA graphs stay valid; returns True when they must be captured again."""
@@ -152,6 +159,18 @@ class _Linear:
     def __call__(self, x: "torch.Tensor") -> "torch.Tensor":
         import torch
 
+        y = self.base(x)
+        if self.lora_active:  # in place: no copy of y (two kernels in all)
+            if LORA_OP == "mv" and x.shape[0] == 1:
+                y[0].addmv_(self.lora_b, torch.mv(self.lora_a, x[0]))
+            else:
+                y.addmm_(torch.nn.functional.linear(x, self.lora_a), self.lora_b.t())
+        return y
+
+    def base(self, x: "torch.Tensor") -> "torch.Tensor":
+        """x @ W^T (+ b), without the LoRA; contiguous."""
+        import torch
+
         if self.format == "int4":
             xp = torch.nn.functional.pad(x, (0, self.pad)) if self.pad else x
             y = torch.ops.aten._weight_int4pack_mm(xp, self.weight, 128, self.scale_and_zero)[:, : self.out_features]
@@ -161,13 +180,7 @@ class _Linear:
             y = torch.nn.functional.linear(x, self.weight)
         if self.bias is not None:
             y = y + self.bias
-        if self.lora_a is not None and self.lora_on:  # in place: no copy of y (two kernels in all)
-            y = y.contiguous()
-            if LORA_OP == "mv" and x.shape[0] == 1:
-                y[0].addmv_(self.lora_b, torch.mv(self.lora_a, x[0]))
-            else:
-                y.addmm_(torch.nn.functional.linear(x, self.lora_a), self.lora_b.t())
-        return y
+        return y.contiguous()
 
 
 def _rms(x, w, eps: float, fused: bool = False):
@@ -192,11 +205,16 @@ def _rope(x, cos, sin, fused: bool = False):
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
-def _pre_attention(x, ln, qkv: _Linear, q_norm, k_norm, cos, sin, dims: tuple):
-    """Norm, fused q/k/v projection, q/k norms (Qwen3), rotary embedding -> q [T,nq,hd], k, v [T,nkv,hd]."""
+def _pre_attention(x, ln, qkv: _Linear, q_norm, k_norm, cos, sin, dims: tuple, kernels: Any = None):
+    """Norm, fused q/k/v projection, q/k norms (Qwen3), rotary embedding -> q [T,nq,hd], k, v [T,nkv,hd].
+    ``kernels``: lora_kernels, for one token with a LoRA on CUDA."""
     nq, nkv, hd, eps, fused = dims
     T = x.shape[0]
-    qkv = qkv(_rms(x, ln, eps, fused))
+    if kernels is not None and qkv.lora_active:
+        normed, part = kernels.rms_shrink(x, ln, eps, qkv.lora_a)
+        qkv = kernels.expand_(qkv.base(normed), part, qkv.lora_b)
+    else:
+        qkv = qkv(_rms(x, ln, eps, fused))
     v = qkv[:, (nq + nkv) * hd :].view(T, nkv, hd)
     if q_norm is None and fused:  # one rotary pass over q and k together
         qk = _rope(qkv[:, : (nq + nkv) * hd].view(T, nq + nkv, hd), cos, sin, True)
@@ -209,14 +227,32 @@ def _pre_attention(x, ln, qkv: _Linear, q_norm, k_norm, cos, sin, dims: tuple):
     return _rope(q, cos, sin, fused), _rope(k, cos, sin, fused), v
 
 
-def _post_attention(x, att, o: _Linear, ln, gate_up: _Linear, down: _Linear, dims: tuple):
-    """Output projection + residual, norm, SwiGLU MLP + residual."""
+def _post_attention(x, att, o: _Linear, ln, gate_up: _Linear, down: _Linear, dims: tuple, kernels: Any = None):
+    """Output projection + residual, norm, SwiGLU MLP + residual. ``kernels``: as for _pre_attention."""
     import torch
 
     eps, fused = dims
+    if kernels is not None and (o.lora_active or gate_up.lora_active or down.lora_active):
+        part = kernels.shrink(att, o.lora_a) if o.lora_active else None
+        x = kernels.add_expand(x, o.base(att), part, o.lora_b if o.lora_active else None)
+        normed, part = kernels.rms_shrink(x, ln, eps, gate_up.lora_a if gate_up.lora_active else None)
+        act, part = kernels.swiglu(gate_up.base(normed), part, gate_up.lora_b if gate_up.lora_active else None,
+                                   down.lora_a if down.lora_active else None)
+        return kernels.add_expand(x, down.base(act), part, down.lora_b if down.lora_active else None)
     x = x + o(att)
     g, u = gate_up(_rms(x, ln, eps, fused)).chunk(2, dim=-1)
     return x + down(torch.nn.functional.silu(g) * u)
+
+
+def _lora_kernels() -> Any:
+    """medchat.models.lora_kernels when LORA_OP asks for it and Triton imports, else None."""
+    if LORA_OP != "fused":
+        return None
+    try:
+        from medchat.models import lora_kernels
+    except ImportError:  # no Triton (e.g. a torch build without it): two GEMMs a projection
+        return None
+    return lora_kernels
 
 
 def _int4_ok(weight: "torch.Tensor") -> bool:
@@ -366,6 +402,7 @@ class FastDecoder:
         self.int4_matrices = [name for name in ("qkv", "o", "gate_up", "down") if getattr(first, name).int4]
         self.int4 = bool(self.int4_matrices)
         self.int8 = first.qkv.format == "int8"
+        self._lora_kernels = _lora_kernels() if self.fused_ops and self.device.type == "cuda" else None
         self._pre_dims = (self.n_heads, self.n_kv, self.head_dim, self.eps, self.fused_ops)
         self._post_dims = (self.eps, self.fused_ops)
         # output sizes of the projections fused into each matrix, for placing a LoRA's B blocks
@@ -545,8 +582,10 @@ class FastDecoder:
             causal = T > 1 and T == attn_len
             sdpa_mask = None if causal or (T == 1 and not self.cuda_graphs) else mask
         cache = self._cache
+        kernels = self._lora_kernels if T == 1 else None
         for i, layer in enumerate(self.layers):
-            q, k, v = _pre_attention(x, layer.ln1, layer.qkv, layer.q_norm, layer.k_norm, cos, sin, self._pre_dims)
+            q, k, v = _pre_attention(x, layer.ln1, layer.qkv, layer.q_norm, layer.k_norm, cos, sin, self._pre_dims,
+                                     kernels)
             kc, vc = cache[i, 0], cache[i, 1]  # [nkv, cap, hd]
             kc.index_copy_(1, positions, k.transpose(0, 1))
             vc.index_copy_(1, positions, v.transpose(0, 1))
@@ -563,7 +602,7 @@ class FastDecoder:
                     attn_mask=sdpa_mask, is_causal=causal, scale=self.scale, enable_gqa=True,
                 )  # [1, nq, T, hd]
                 att = att[0].transpose(0, 1).reshape(T, nq * hd)
-            x = _post_attention(x, att, layer.o, layer.ln2, layer.gate_up, layer.down, self._post_dims)
+            x = _post_attention(x, att, layer.o, layer.ln2, layer.gate_up, layer.down, self._post_dims, kernels)
         x = _rms(x if every_position else x[-1:], self.norm, self.eps, self.fused_ops)
         logits = self.lm_head(x).to(torch.float32)
         return logits if every_position else logits[0]
