@@ -44,10 +44,11 @@ Quantize = Literal["none", "int4", "int8"]
 PREFILL_CHUNK = 512  # tokens per prefill forward: bounds the attention scores' memory
 MIN_BUCKET = 256  # smallest attention length a CUDA graph is captured for
 INT4_ALGORITHM = "tinygemm"  # how int4 scales/zeros are chosen: "tinygemm" (min/max) or "hqq" (optimised)
-# How one new token's LoRA products are computed on CUDA: "fused" folds them into the norm, activation and
-# residual kernels (lora_kernels, Triton; "addmm" where Triton is missing), "addmm" two GEMMs per
-# projection, "mv" two GEMVs. Prompts (many tokens) and the CPU always use "addmm".
-LORA_OP = "fused"
+# How one new token's LoRA products are computed on CUDA: "addmm" two GEMMs per projection (measured:
+# benchmarks/RESULTS.md), "mv" two GEMVs, "fused" folded into the norm, activation and residual kernels
+# (lora_kernels, Triton; checked against torch in Triton's interpreter, not yet timed on a GPU: run
+# benchmarks/adapter_switch.py --compare-ops before making it the default). Prompts and the CPU use "addmm".
+LORA_OP = "addmm"
 
 
 class FastPathUnavailable(Exception):
