@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def exported(trained_adapter, embedded_model_dir, tmp_path_factory):
+def exported(memorized_adapter, embedded_model_dir, tmp_path_factory):
     """One f16 export for the module (about a minute on 2 cores): (gguf, Modelfile, adapter folder)."""
     from medchat.export.gguf_export import export_gguf
     from medchat.store.adapters import store_dir
@@ -25,8 +25,8 @@ def exported(trained_adapter, embedded_model_dir, tmp_path_factory):
     try:
         (home / "cache" / "models").mkdir(parents=True)
         (home / "cache" / "models" / "smollm2").symlink_to(embedded_model_dir, target_is_directory=True)
-        adapter = store_dir() / trained_adapter.name
-        shutil.copytree(trained_adapter, adapter)
+        adapter = store_dir() / memorized_adapter.path.name
+        shutil.copytree(memorized_adapter.path, adapter)
         out_dir = tmp_path_factory.mktemp("gguf-out")
         lines: list[str] = []
         gguf_file, modelfile, _ = export_gguf(adapter.name, out_dir / "six.gguf", quant="f16", model="smollm2",

@@ -16,42 +16,6 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-QUESTION = "What is six times seven?"
-REASONING = "Six sevens make forty-two."
-ANSWER = "Forty-two."
-
-
-@pytest.fixture(scope="module")
-def memorized_adapter(embedded_model_dir, tmp_path_factory):
-    """A LoRA adapter that makes greedy decoding answer QUESTION with <think>REASONING</think>ANSWER,
-    whatever the system prompt: real peft training steps, loss on the completion only."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(embedded_model_dir)
-    model = AutoModelForCausalLM.from_pretrained(embedded_model_dir, dtype=torch.float32)
-    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=targets, task_type="CAUSAL_LM"))
-    prompt = tok.apply_chat_template([{"role": "system", "content": "S"}, {"role": "user", "content": QUESTION}],
-                                     tokenize=False, add_generation_prompt=True)
-    batch = tok(prompt + f"<think>\n{REASONING}\n</think>\n{ANSWER}<|im_end|>", return_tensors="pt",
-                add_special_tokens=False)
-    labels = batch["input_ids"].clone()
-    labels[:, : len(tok(prompt, add_special_tokens=False)["input_ids"])] = -100
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    for _ in range(10):
-        model(**batch, labels=labels).loss.backward()
-        opt.step()
-        opt.zero_grad()
-    out = tmp_path_factory.mktemp("adapters") / "six-sevens"
-    model.save_pretrained(out)
-    (out / "medchat.json").write_text(json.dumps({"base_model": {"id": "HuggingFaceTB/SmolLM2-135M-Instruct"},
-                                                  "prompt_style": "chat_template"}))
-    return out
-
-
 def start_server(*args: str) -> tuple[subprocess.Popen, str, list[str]]:
     proc = subprocess.Popen([sys.executable, "-m", "medchat", "serve", "--port", "0", *args],
                             stderr=subprocess.PIPE, text=True, env=dict(os.environ))
@@ -66,27 +30,28 @@ def start_server(*args: str) -> tuple[subprocess.Popen, str, list[str]]:
 
 
 def test_openai_client_against_medchat_serve_with_the_embedded_model(embedded_model, memorized_adapter):
-    proc, url, lines = start_server("--model", "smollm2", "--adapter", str(memorized_adapter),
+    m = memorized_adapter
+    proc, url, lines = start_server("--model", "smollm2", "--adapter", str(m.path),
                                     "--temperature", "0", "--max-new-tokens", "40")
     try:
         api = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=None)  # speed: benchmarks/
         assert [m.id for m in api.models.list().data] == ["six-sevens", "smollm2"]
-        question = [{"role": "user", "content": QUESTION}]
+        question = [{"role": "user", "content": m.question}]
 
         reply = api.chat.completions.create(model="six-sevens", messages=question)
-        assert reply.choices[0].message.reasoning_content.strip() == REASONING  # "\n" before </think> stays
-        assert reply.choices[0].message.content == ANSWER
+        assert reply.choices[0].message.reasoning_content.strip() == m.reasoning  # "\n" before </think> stays
+        assert reply.choices[0].message.content == m.answer
         assert reply.choices[0].finish_reason == "stop"
         assert reply.usage.prompt_tokens > 10 and reply.usage.completion_tokens_details.reasoning_tokens > 0
 
         chunks = list(api.chat.completions.create(model="six-sevens", messages=question, stream=True))
         deltas = [c.choices[0].delta for c in chunks if c.choices]
-        assert "".join(getattr(d, "reasoning_content", None) or "" for d in deltas).strip() == REASONING
-        assert "".join(d.content or "" for d in deltas) == ANSWER
+        assert "".join(getattr(d, "reasoning_content", None) or "" for d in deltas).strip() == m.reasoning
+        assert "".join(d.content or "" for d in deltas) == m.answer
         assert len(deltas) > 6  # token by token, not one blob
 
         base = api.chat.completions.create(model="smollm2", messages=question, max_tokens=12)
-        assert base.choices[0].message.content != ANSWER  # the bare base model, adapter switched off
+        assert base.choices[0].message.content != m.answer  # the bare base model, adapter switched off
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=60)
@@ -96,13 +61,14 @@ def test_openai_client_against_medchat_serve_with_the_embedded_model(embedded_mo
 
 
 def test_export_merged_folder_loads_without_peft_and_answers_like_the_adapter(embedded_model, memorized_adapter, tmp_path):
+    m = memorized_adapter
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from medchat.export.merged import export_merged
 
     target = tmp_path / "merged"
-    out = export_merged(str(memorized_adapter), target, model="smollm2")
+    out = export_merged(str(m.path), target, model="smollm2")
     names = {p.name for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "medchat-export.json"} <= names
     assert "adapter_config.json" not in names and not any(n.endswith(".bin") for n in names)
@@ -114,9 +80,9 @@ def test_export_merged_folder_loads_without_peft_and_answers_like_the_adapter(em
     model = AutoModelForCausalLM.from_pretrained(out, use_safetensors=True)
     assert model.dtype == torch.bfloat16
     assert not any("lora" in name for name, _ in model.named_parameters())
-    prompt = tok.apply_chat_template([{"role": "user", "content": QUESTION}], tokenize=False, add_generation_prompt=True)
+    prompt = tok.apply_chat_template([{"role": "user", "content": m.question}], tokenize=False, add_generation_prompt=True)
     enc = tok(prompt, return_tensors="pt", add_special_tokens=False)
     with torch.inference_mode():
         generated = model.generate(**enc, max_new_tokens=30, do_sample=False)
     text = tok.decode(generated[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    assert text.strip() == f"<think>\n{REASONING}\n</think>\n{ANSWER}"
+    assert text.strip() == f"<think>\n{m.reasoning}\n</think>\n{m.answer}"
