@@ -20,7 +20,25 @@ from medchat.errors import MedchatError
 from medchat.safety import DISCLAIMER, notice_text
 
 SCHEMA_VERSION = 1
-_SCHEMA = """
+_REPLY = """
+    conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    user TEXT NOT NULL,
+    reasoning TEXT NOT NULL DEFAULT '',
+    answer TEXT NOT NULL DEFAULT '',
+    finish_reason TEXT NOT NULL DEFAULT '',
+    error TEXT NOT NULL DEFAULT '',
+    model TEXT NOT NULL DEFAULT '',
+    adapter TEXT NOT NULL DEFAULT '',
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+    seconds REAL NOT NULL DEFAULT 0,
+    reasoning_seconds REAL,
+    created REAL NOT NULL,
+    PRIMARY KEY (conversation_id, position)
+"""  # a turn's columns, shared by the two reply tables
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS conversations (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     title TEXT NOT NULL DEFAULT '',
@@ -32,42 +50,10 @@ CREATE TABLE IF NOT EXISTS conversations (
     system_prompt TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS turns (
-    conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-    position INTEGER NOT NULL,
-    user TEXT NOT NULL,
-    reasoning TEXT NOT NULL DEFAULT '',
-    answer TEXT NOT NULL DEFAULT '',
-    finish_reason TEXT NOT NULL DEFAULT '',
-    error TEXT NOT NULL DEFAULT '',
-    model TEXT NOT NULL DEFAULT '',
-    adapter TEXT NOT NULL DEFAULT '',
-    prompt_tokens INTEGER NOT NULL DEFAULT 0,
-    completion_tokens INTEGER NOT NULL DEFAULT 0,
-    reasoning_tokens INTEGER NOT NULL DEFAULT 0,
-    seconds REAL NOT NULL DEFAULT 0,
-    reasoning_seconds REAL,
-    created REAL NOT NULL,
-    PRIMARY KEY (conversation_id, position)
-);
+{_REPLY});
 -- Compare mode: the base model's reply to turn `position` (the turn itself holds the adapter's reply).
 CREATE TABLE IF NOT EXISTS base_replies (
-    conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-    position INTEGER NOT NULL,
-    user TEXT NOT NULL,
-    reasoning TEXT NOT NULL DEFAULT '',
-    answer TEXT NOT NULL DEFAULT '',
-    finish_reason TEXT NOT NULL DEFAULT '',
-    error TEXT NOT NULL DEFAULT '',
-    model TEXT NOT NULL DEFAULT '',
-    adapter TEXT NOT NULL DEFAULT '',
-    prompt_tokens INTEGER NOT NULL DEFAULT 0,
-    completion_tokens INTEGER NOT NULL DEFAULT 0,
-    reasoning_tokens INTEGER NOT NULL DEFAULT 0,
-    seconds REAL NOT NULL DEFAULT 0,
-    reasoning_seconds REAL,
-    created REAL NOT NULL,
-    PRIMARY KEY (conversation_id, position)
-);
+{_REPLY});
 """
 
 IN_PROGRESS = "in_progress"  # finish_reason of a turn still generating (or cut by a crash)
