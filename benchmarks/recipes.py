@@ -12,7 +12,9 @@ benchmark must: the model folder, the data file, the number of steps, no held-ou
 (--eval-rows 0: a random model never ends a reply), no periodic checkpoints, --report-to none (no W&B
 on an offline machine) and --offline. Then:
   C  its merged 16-bit folder (`--merge`, after the merge's parity gate) is loaded back with
-     transformers and runs one forward pass;
+     transformers and runs one forward pass; when the gate refuses the 16-bit folder (a short run's
+     adapter can be fainter than bfloat16 rounding; the figures are in the notes), a float32
+     `medchat export --merged` is made and loaded instead, and the status says so;
   E  the adapter is served by `medchat serve` on 127.0.0.1 (a free port) and answers one
      /v1/chat/completions request from an HTTP client (httpx).
 Each recipe records: the recipe, the shape, steps, the steady tokens/s and peak GPU memory (from the
