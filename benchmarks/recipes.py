@@ -529,7 +529,7 @@ def _num(value: Any, fmt: str = "{:,.0f}") -> str:
 
 def table(records: list[dict[str, Any]]) -> str:
     head = ("| recipe | shape | steps | steady tok/s | peak GiB | LoRA r / alpha / rsLoRA | lr, schedule | seq | "
-            "batch × accum | prompt style | targets | backend, quant, batching | written | checks | wall s | status |")
+            "batch × accum | prompt style | targets | backend, quant, batching | written | checks | wall s, end to end | status |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in records:
         u = r.get("used") or {}
@@ -557,6 +557,7 @@ def table(records: list[dict[str, Any]]) -> str:
                           f"tokens in {sv.get('answer_s')} s" if sv.get("answered") else "serve: no answer")
         if r.get("settings_diffs") == []:
             checks.append("settings = recipe")
+        made = f" (making the model {(r.get('model') or {})['s']:.0f})" if (r.get("model") or {}).get("s") else ""
         lr = u.get("learning_rate")
         warm = f", warm-up {u.get('warmup_ratio')}" if u.get("warmup_ratio") else ""
         lines.append(
@@ -566,7 +567,7 @@ def table(records: list[dict[str, Any]]) -> str:
             f"{lr if lr is not None else '–'}, {u.get('lr_scheduler', '–')}{warm} | {u.get('max_seq_length', '–')} | "
             f"{u.get('batch_size', '–')} × {u.get('grad_accum', '–')} | {u.get('prompt_style', '–')} | {targets} | "
             f"{r.get('backend', '–')}, {u.get('quantize', '–')}, {r.get('batching', '–')} | {'; '.join(wrote) or '–'} | "
-            f"{'; '.join(checks) or '–'} | {_num(r.get('wall_s'))} | {r.get('status')} |")
+            f"{'; '.join(checks) or '–'} | {_num(r.get('wall_s'))}{made} | {r.get('status')} |")
     return "\n".join(lines)
 
 
@@ -671,8 +672,9 @@ def main(argv: list[str] | None = None) -> int:
 def full_table(records: list[dict[str, Any]]) -> str:
     if not records:
         return "no records\n"
-    device = records[0].get("device") or {}
-    head = f"{records[0].get('command', '')} — {device.get('name', '?')}, commit {records[0].get('commit')}, {records[0].get('utc')}"
+    calls = {r.get("command", ""): r for r in records}  # one line per call (--from-jsonl joins several)
+    head = "\n".join(f"- `{cmd}` — {(r.get('device') or {}).get('name', '?')}, commit {r.get('commit')}, {r.get('utc')}"
+                     for cmd, r in calls.items())
     notes = footnotes(records)
     return f"{head}\n\n{table(records)}\n" + (f"\n{notes}\n" if notes else "")
 
