@@ -342,12 +342,14 @@ def make_tokenizer(out: Path | str) -> Any:
 
 
 def make_model(out: Path | str, shape: str = "8b", *, device: str | None = None, seed: int = 0,
-               fit: bool = False) -> dict[str, Any]:
+               fit: bool = False, unit_norms: bool = False) -> dict[str, Any]:
     """Write a random-init model of ``shape`` (``SHAPES``: Llama, or Qwen2 for ``arch="qwen2"``) in bfloat16,
     with its tokenizer, to ``out``.
 
     Every weight is drawn from N(0, 0.02) on ``device`` (default: CUDA when there is one), seeded, as
-    ../shared/gpu/mkmodel.py did unseeded. ``fit`` also runs ``fit_vocab``. Returns what was made."""
+    ../shared/gpu/mkmodel.py did unseeded. ``fit`` also runs ``fit_vocab``; ``unit_norms`` sets the RMSNorm
+    weights to 1 as in trained models (``set_unit_norms``: an adapter's effect then shows in the logits).
+    Returns what was made."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
@@ -370,11 +372,13 @@ def make_model(out: Path | str, shape: str = "8b", *, device: str | None = None,
             model = model_class(cfg)
             for p in model.parameters():
                 torch.nn.init.normal_(p, std=0.02)
+            if unit_norms:
+                set_unit_norms(model)
     finally:
         torch.set_default_dtype(previous)
     model.save_pretrained(out, max_shard_size="5GB")
     made = {"made": shape, "params": sum(p.numel() for p in model.parameters()), "drawn_on": device,
-            "seed": seed, "folder": str(out)}
+            "seed": seed, "folder": str(out), "unit_norms": unit_norms}
     del model
     if fit:
         made["fit_vocab"] = fit_vocab(out)

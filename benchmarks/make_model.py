@@ -24,9 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="where to draw the weights (default: cuda when available, else cpu)")
     p.add_argument("--fit-vocab", action="store_true", help="then zero the rows the tokenizer cannot decode")
+    p.add_argument("--unit-norms", action="store_true",
+                   help="RMSNorm weights 1, as in trained models (an adapter's effect then shows in the logits)")
     args = p.parse_args(argv)
     rec = harness.recorder("make_model", args)
-    rec.emit(**harness.make_model(args.folder, args.shape, device=args.device, seed=args.seed, fit=args.fit_vocab))
+    rec.emit(**harness.make_model(args.folder, args.shape, device=args.device, seed=args.seed, fit=args.fit_vocab,
+                                         unit_norms=args.unit_norms))
     return 0
 
 

@@ -131,8 +131,8 @@ def trainer_args(plan: Plan, n_rows: int, n_tokens: int = 0, world_size: int = 1
         num_train_epochs=ft.epochs,
         learning_rate=plan.learning_rate or ft.learning_rate or 2e-4,
         lr_scheduler_type=ft.lr_scheduler,
-        warmup_steps=warmup if ft.warmup_ratio == 0 else 0,
-        **({"warmup_ratio": ft.warmup_ratio} if ft.warmup_ratio > 0 else {}),
+        # transformers 5 dropped `warmup_ratio`: a float warmup_steps below 1 is the share of all steps.
+        warmup_steps=warmup if ft.warmup_ratio == 0 else ft.warmup_ratio,
         weight_decay=ft.weight_decay,
         optim=optim,
         seed=ft.seed,

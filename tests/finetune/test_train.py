@@ -65,6 +65,12 @@ def test_epochs_mode_and_recipe_warmup_kept():
     assert args.max_steps == -1 and args.num_train_epochs == 2.0 and args.warmup_steps == 5
 
 
+def test_a_warmup_ratio_is_a_share_of_the_steps():
+    """Recipe E's warm-up ratio: transformers 5 has no `warmup_ratio`, a float warmup_steps below 1 is one."""
+    args = T.trainer_args(plan(max_steps=40, warmup_steps=0, warmup_ratio=0.05), n_rows=400)
+    assert args.warmup_steps == 0.05 and args.get_warmup_steps(40) == 2
+
+
 def test_progress_line_stop_flag_and_steady_rate():
     stop = T.StopFlag()
     out = io.StringIO()
