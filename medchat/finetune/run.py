@@ -107,11 +107,15 @@ class Phases:
 
         @contextmanager
         def timed():
+            from medchat.finetune import hangwatch
+
+            hangwatch.beat(f"{name} began")
             t0 = time.perf_counter()
             try:
                 yield
             finally:
                 self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t0, 2)
+                hangwatch.beat(f"{name} ended")
 
         return timed()
 
@@ -124,10 +128,21 @@ def run_finetune(settings: Settings, *, name: str = "", recipe: str = "", resume
     Under a multi-GPU launch, ranks other than 0 return None once training is over; rank 0 alone holds
     the run's lock, discards, marks checkpoints and stores (the others wait for it at a barrier).
     """
-    from medchat.finetune import caches, distributed
+    from medchat.finetune import distributed, hangwatch
 
     here = distributed.ranks()
     say = distributed.say_for(say or _stderr, here)
+    hangwatch.start(f"[rank {here.rank}] " if here.distributed else "")  # MEDCHAT_HANG_SECONDS: stacks of a stall
+    try:
+        return _run(settings, here, say, name=name, recipe=recipe, resume=resume, restart=restart)
+    finally:
+        hangwatch.stop()
+
+
+def _run(settings: Settings, here: Any, say: Say, *, name: str, recipe: str, resume: str, restart: bool
+         ) -> Trained | None:
+    from medchat.finetune import caches, distributed
+
     started = time.time()
     phases = Phases()
     with phases("plan"):
