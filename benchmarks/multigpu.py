@@ -154,32 +154,71 @@ def monitor(err, stop: threading.Event, every: float = 20.0) -> None:
         err.flush()
 
 
+def stuck(text: str, ranks: int) -> bool:
+    """Whether every rank has printed (hangwatch) the same main-thread stack twice in a row: nothing moves,
+    so waiting longer tells nothing more. A rank that compiles or computes shows a changing stack."""
+    import re
+
+    dumps: dict[int, list[str]] = {}
+    current, block, in_main = None, [], False
+    for line in text.splitlines() + ["[rank -1] medchat: no progress for 0 s"]:
+        head = re.match(r"\[rank (-?\d+)\] medchat: no progress for", line)
+        if head:
+            if current is not None:
+                dumps.setdefault(current, []).append("\n".join(block))
+            current, block, in_main = int(head.group(1)), [], False
+            continue
+        if current is None or not line.startswith(f"[rank {current}] "):
+            continue
+        body = line[len(f"[rank {current}] "):]
+        if body.startswith("thread "):
+            in_main = body.startswith("thread MainThread")
+        elif in_main:
+            block.append(body)
+    return all(len(dumps.get(r, [])) >= 2 and dumps[r][-1] and dumps[r][-1] == dumps[r][-2] for r in range(ranks))
+
+
 def run(cmd: list[str], env: dict, log: Path, timeout: float, *, watch: bool = False,
-        stacks_first: bool = False) -> tuple[int, float, str]:
+        stacks_first: bool = False, ranks: int = 0) -> tuple[int, float, str]:
     """(exit code, wall seconds, stdout); stderr goes to ``log``. Past ``timeout`` the whole process
-    group is stopped (exit code 124); ``watch`` logs GPU and host use meanwhile."""
+    group is stopped (exit code 124), and so is a launch of ``ranks`` ranks whose every rank printed the
+    same stack twice (:func:`stuck`, exit code 125); ``watch`` logs GPU and host use meanwhile."""
     t0 = time.perf_counter()
     with log.open("a") as err:
         err.write(f"\n$ {shlex.join(cmd)}\n")
         err.flush()
+        start = log.stat().st_size
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)
         stop = threading.Event()
         if watch:
             threading.Thread(target=monitor, args=(err, stop), daemon=True).start()
+        chunks: list[str] = []
+        reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read() if proc.stdout else ""), daemon=True)
+        reader.start()
+        code = None
         try:
-            out, _ = proc.communicate(timeout=timeout)
-            code = proc.returncode
-        except subprocess.TimeoutExpired:
-            stop_group(proc, err, stacks_first)
-            out, _ = proc.communicate()
-            code = 124
+            while code is None:
+                try:
+                    code = proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    if time.perf_counter() - t0 > timeout:
+                        stop_group(proc, err, stacks_first)
+                        code = 124
+                    elif ranks > 1:
+                        with log.open(errors="replace") as fh:
+                            fh.seek(start)
+                            if stuck(fh.read(), ranks):
+                                err.write("\n[multigpu.py] every rank printed the same stack twice: stopping the launch\n")
+                                stop_group(proc, err, stacks_first)
+                                code = 125
         finally:
             stop.set()
             try:  # whatever the launch left behind (a rank that outlived its launcher)
                 os.killpg(proc.pid, signal.SIGKILL)
             except OSError:
                 pass
-    return code, time.perf_counter() - t0, out or ""
+            reader.join(timeout=10)
+    return code, time.perf_counter() - t0, "".join(chunks)
 
 
 def debug_env(args, log_dir: Path, name: str) -> dict[str, str]:
@@ -332,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run {name}: up to {limit:.0f} s", flush=True)
         code, wall, out = run(finetune_command(args.model, rows, g, name, steps, extra, report_card),
                               {**env, **debug_env(args, log_dir, name)}, run_log, timeout=max(limit, 60),
-                              watch=g > 1, stacks_first=bool(args.hang_seconds))
+                              watch=g > 1, stacks_first=bool(args.hang_seconds), ranks=g if args.hang_seconds else 0)
         spent[(backend, g)] = wall - (60 if report_card else 0)
         m = manifest(home, name)
         result = {"name": name, "gpus": g, "backend": backend or "default", "round": i // len(counts) + 1,
