@@ -31,9 +31,12 @@ again through transformers + peft + bitsandbytes (`--backend hf`), `--fallback-s
 
 The one-call check on 2 GPUs (results, logs and stacks under $OUT; 2 GPUs first, cold, with the
 report card; then 1 GPU; a multi-GPU run that fails goes straight to the fallback), one command line:
-  source .gpu/env.sh; python3 benchmarks/multigpu.py --gpus 2 1 --rounds 2 --budget 480
-      --attempt-timeout 240 --hang-seconds 60 --collective-timeout 180 --fallback-backend hf
+  source .gpu/env.sh; python3 benchmarks/multigpu.py --gpus 2 1 --rounds 2 --budget 460 --ask-seconds 75
+      --attempt-timeout 240 --hang-seconds 60 --collective-timeout 100 --fallback-backend hf
       --log-dir $OUT --out $OUT/multigpu.jsonl
+(a rank waiting 100 s at an NCCL collective fails with the flight recorder's dump; a launch whose every
+rank shows the same stack at 60 and 120 s of no progress is stopped: either way the time left goes to
+the fallback)
 """
 
 from __future__ import annotations
@@ -228,8 +231,10 @@ def debug_env(args, log_dir: Path, name: str) -> dict[str, str]:
         env["MEDCHAT_HANG_SECONDS"] = str(args.hang_seconds)
     if args.collective_timeout:
         env.update(MEDCHAT_DIST_TIMEOUT=str(args.collective_timeout), TORCH_NCCL_ASYNC_ERROR_HANDLING="1",
+                   TORCH_NCCL_DESYNC_DEBUG="1",  # on a timeout: which rank is behind, at which collective
                    TORCH_NCCL_DUMP_ON_TIMEOUT="1", TORCH_FR_BUFFER_SIZE="2000", TORCH_NCCL_TRACE_BUFFER_SIZE="2000",
-                   TORCH_FR_DUMP_TEMP_FILE=str(log_dir / f"{name}-nccl-trace-rank-"))
+                   TORCH_FR_DUMP_TEMP_FILE=str(log_dir / f"{name}-nccl-trace-rank-"),
+                   TORCH_NCCL_DEBUG_INFO_TEMP_FILE=str(log_dir / f"{name}-nccl-trace-rank-"))
     if args.hang_seconds or args.collective_timeout:
         env.setdefault("NCCL_DEBUG", "WARN")
     if args.ddp_detail:
@@ -308,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=1500, help="generated medical-o1-shaped rows (the same for every run)")
     p.add_argument("--budget", type=float, default=430,
                    help="seconds from the start: begin no run that would end after this (then `ask`, ~1 min)")
+    p.add_argument("--ask-seconds", type=float, default=90,
+                   help="`medchat ask` with the last multi-GPU adapter must end this long after the budget")
     p.add_argument("--attempt-timeout", type=float, default=0,
                    help="stop a run (its whole process group) after this many seconds (default: what the budget leaves)")
     p.add_argument("--hang-seconds", type=float, default=0,
@@ -359,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     spent: dict[tuple[str, int], float] = {}
 
     def attempt(i: int, g: int, backend: str, steps: int, report_card: bool, extra: list[str]) -> dict | None:
-        guess = spent.get((backend, g), 150.0) + (60 if report_card else 0)
+        same_backend = [t for (b, _), t in spent.items() if b == backend]
+        guess = spent.get((backend, g), max(same_backend, default=150.0)) + (60 if report_card else 0)
         left = args.budget - (time.perf_counter() - started)
         if guess > left:
             print(f"budget: skipping run {i + 1} ({g} GPUs, {backend or 'default backend'}; "
@@ -400,11 +408,12 @@ def main(argv: list[str] | None = None) -> int:
             attempt(len(order) + j, g, args.fallback_backend, args.fallback_steps, False,
                     [*args.extra, "--backend", args.fallback_backend])
     multi = [r for r in results if r["gpus"] > 1 and trained(r)]
-    if multi and args.budget + 100 - (time.perf_counter() - started) > 60:
+    ask_left = args.budget + args.ask_seconds - (time.perf_counter() - started)
+    if multi and ask_left > 45:
         name = multi[-1]["name"]
         code, wall, out = run([sys.executable, "-m", "medchat", "ask", QUESTION, "--model", args.model, "--adapter",
                                name, "--max-new-tokens", "64", "--json", "--offline",
-                               *(["--device", "cpu"] if args.cpu else [])], env, log, timeout=180)
+                               *(["--device", "cpu"] if args.cpu else [])], env, log, timeout=ask_left)
         rec.emit(check="ask", adapter=name, exit=code, wall_s=round(wall, 1), reply=out.strip()[-2000:])
     text = table(results)
     print(text)

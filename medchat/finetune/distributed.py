@@ -151,8 +151,9 @@ class Group:
     def distributed(self) -> bool:
         return self.ranks.distributed
 
-    def start(self, device: str) -> "Group":
-        """Join the launch: the rank's GPU becomes its current device, then the process groups start."""
+    def start(self, device: str, before: Any = None) -> "Group":
+        """Join the launch: the rank's GPU becomes its current device, ``before()`` runs (Unsloth's import,
+        which expects no process group yet), then the process groups start."""
         if not self.distributed:
             return self
         import torch
@@ -162,6 +163,8 @@ class Group:
                 raise HardwareError(f"rank {self.ranks.rank} was given GPU {self.ranks.local_rank}, but this machine "
                                     f"shows {torch.cuda.device_count()}; start at most that many processes")
             torch.cuda.set_device(self.ranks.local_rank)
+        if before is not None:
+            before()
         else:
             # accelerate names a CPU rank's device "cpu:<n>", which torch.load cannot map a resumed
             # checkpoint's optimizer onto; plain "cpu" is the same memory.

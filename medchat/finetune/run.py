@@ -149,7 +149,10 @@ def _run(settings: Settings, here: Any, say: Say, *, name: str, recipe: str, res
         plan = prepare(settings, name=name, recipe=recipe, resume=resume, restart=restart, say=say)
         if resume and not restart:  # a restart starts afresh, on any number of ranks
             distributed.check_resume(plan.run_dir, plan.name, here.world_size)
-        group = distributed.Group(here).start(plan.device)
+        unsloth_first = None
+        if plan.device == "cuda" and plan.backend == "unsloth":
+            from medchat.models.loading import import_unsloth as unsloth_first
+        group = distributed.Group(here).start(plan.device, before=unsloth_first)
         plan.name = group.agree(plan.name)  # a generated name has the time in it: rank 0's counts
         if plan.device == "cuda":
             caches.use_compile_caches()
