@@ -110,29 +110,70 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def stop_group(proc: subprocess.Popen, err, stacks_first: bool) -> None:
-    """Stop a launch that ran past its time, and every process it started (ranks, compile workers):
-    SIGUSR1 to the ranks first when they dump their stacks on it (hangwatch), then SIGTERM, then SIGKILL."""
-    if stacks_first:
-        ranks = children(proc.pid)
-        err.write(f"\n[multigpu.py] past the time limit: SIGUSR1 (stacks) to the ranks {ranks}\n")
-        err.flush()
-        for pid in ranks:
+def descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        for child in children(todo.pop()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def process_groups(pid: int) -> set[int]:
+    """The process groups of ``pid`` and of everything below it: torchrun starts each rank in a session
+    of its own (and the rank's compile workers with it), so stopping the launcher's group alone would
+    leave the ranks running, and holding their GPUs, after the launcher is gone."""
+    groups = {pid}
+    for child in descendants(pid):
+        try:
+            groups.add(os.getpgid(child))
+        except OSError:
+            pass
+    return groups
+
+
+def ours(pgid: int) -> bool:
+    """Whether ``pgid``'s leader is still a process of a launch (not a process id used again since)."""
+    try:
+        cmd = Path(f"/proc/{pgid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"medchat" in cmd or b"torch" in cmd
+
+
+def signal_groups(groups: set[int], sig: int) -> None:
+    for pgid in groups:
+        if ours(pgid):
             try:
-                os.kill(pid, signal.SIGUSR1)
+                os.killpg(pgid, sig)
             except OSError:
                 pass
-        time.sleep(5)
+
+
+def stop_group(proc: subprocess.Popen, err, stacks_first: bool, groups: set[int]) -> None:
+    """Stop a launch that ran past its time, and every process it started (ranks, compile workers):
+    SIGUSR1 to the ranks first when they dump their stacks on it (hangwatch), then SIGTERM, then SIGKILL."""
+    groups |= process_groups(proc.pid)
+    if stacks_first:
+        ranks = children(proc.pid)
+        err.write(f"\n[multigpu.py] stopping the launch: SIGUSR1 (stacks) to the ranks {ranks}\n")
+        err.flush()
+        for pid in ranks:  # one at a time: the dumps share the log
+            try:
+                os.kill(pid, signal.SIGUSR1)
+                err.write(f"[multigpu.py] stacks of pid {pid}:\n")
+                err.flush()
+            except OSError:
+                pass
+            time.sleep(3)
     for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except OSError:
-            return
+        signal_groups(groups, sig)
         try:
             proc.wait(timeout=wait)
-            return
         except subprocess.TimeoutExpired:
             continue
+        if not any(ours(g) for g in groups if g != proc.pid):
+            return
 
 
 def monitor(err, stop: threading.Event, every: float = 20.0) -> None:
@@ -199,27 +240,26 @@ def run(cmd: list[str], env: dict, log: Path, timeout: float, *, watch: bool = F
         reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read() if proc.stdout else ""), daemon=True)
         reader.start()
         code = None
+        groups: set[int] = set()
         try:
             while code is None:
                 try:
                     code = proc.wait(timeout=5)
                 except subprocess.TimeoutExpired:
+                    groups |= process_groups(proc.pid)
                     if time.perf_counter() - t0 > timeout:
-                        stop_group(proc, err, stacks_first)
+                        stop_group(proc, err, stacks_first, groups)
                         code = 124
                     elif ranks > 1:
                         with log.open(errors="replace") as fh:
                             fh.seek(start)
                             if stuck(fh.read(), ranks):
                                 err.write("\n[multigpu.py] every rank printed the same stack twice: stopping the launch\n")
-                                stop_group(proc, err, stacks_first)
+                                stop_group(proc, err, stacks_first, groups)
                                 code = 125
         finally:
             stop.set()
-            try:  # whatever the launch left behind (a rank that outlived its launcher)
-                os.killpg(proc.pid, signal.SIGKILL)
-            except OSError:
-                pass
+            signal_groups(groups | {proc.pid}, signal.SIGKILL)  # whatever outlived the launcher
             reader.join(timeout=10)
     return code, time.perf_counter() - t0, "".join(chunks)
 
