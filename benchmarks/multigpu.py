@@ -159,10 +159,10 @@ def stop_group(proc: subprocess.Popen, err, stacks_first: bool, groups: set[int]
         err.write(f"\n[multigpu.py] stopping the launch: SIGUSR1 (stacks) to the ranks {ranks}\n")
         err.flush()
         for pid in ranks:  # one at a time: the dumps share the log
+            err.write(f"[multigpu.py] stacks of pid {pid}:\n")
+            err.flush()
             try:
                 os.kill(pid, signal.SIGUSR1)
-                err.write(f"[multigpu.py] stacks of pid {pid}:\n")
-                err.flush()
             except OSError:
                 pass
             time.sleep(3)
