@@ -31,8 +31,8 @@ again through transformers + peft + bitsandbytes (`--backend hf`), `--fallback-s
 
 The one-call check on 2 GPUs (results, logs and stacks under $OUT; 2 GPUs first, cold, with the
 report card; then 1 GPU; a multi-GPU run that fails goes straight to the fallback), one command line:
-  source .gpu/env.sh; python3 benchmarks/multigpu.py --gpus 2 1 --rounds 2 --budget 460 --ask-seconds 75
-      --attempt-timeout 240 --hang-seconds 60 --collective-timeout 100 --fallback-backend hf
+  source .gpu/env.sh; python3 benchmarks/multigpu.py --gpus 2 1 --rounds 2 --budget 470 --ask-seconds 70
+      --attempt-timeout 320 --hang-seconds 60 --collective-timeout 100 --fallback-backend hf
       --log-dir $OUT --out $OUT/multigpu.jsonl
 (a rank waiting 100 s at an NCCL collective fails with the flight recorder's dump; a launch whose every
 rank shows the same stack at 60 and 120 s of no progress is stopped: either way the time left goes to
@@ -199,18 +199,19 @@ def monitor(err, stop: threading.Event, every: float = 20.0) -> None:
 
 
 def stuck(text: str, ranks: int) -> bool:
-    """Whether every rank has printed (hangwatch) the same main-thread stack twice in a row: nothing moves,
-    so waiting longer tells nothing more. A rank that compiles or computes shows a changing stack."""
+    """Whether every rank has printed (hangwatch) the same main-thread stack twice in a row, each stalled
+    after the same progress: nothing moves, so waiting longer tells nothing more. A rank that compiles or
+    computes shows a changing stack; rank 0 alone after the others left (its report card) is not all ranks."""
     import re
 
     dumps: dict[int, list[str]] = {}
     current, block, in_main = None, [], False
-    for line in text.splitlines() + ["[rank -1] medchat: no progress for 0 s"]:
-        head = re.match(r"\[rank (-?\d+)\] medchat: no progress for", line)
+    for line in text.splitlines() + ["[rank -1] medchat: no progress for 0 s (last: -)"]:
+        head = re.match(r"\[rank (-?\d+)\] medchat: no progress for \d+ s \(last: (.*?)\)", line)
         if head:
             if current is not None:
                 dumps.setdefault(current, []).append("\n".join(block))
-            current, block, in_main = int(head.group(1)), [], False
+            current, block, in_main = int(head.group(1)), [f"after {head.group(2)}"], False
             continue
         if current is None or not line.startswith(f"[rank {current}] "):
             continue
@@ -219,7 +220,9 @@ def stuck(text: str, ranks: int) -> bool:
             in_main = body.startswith("thread MainThread")
         elif in_main:
             block.append(body)
-    return all(len(dumps.get(r, [])) >= 2 and dumps[r][-1] and dumps[r][-1] == dumps[r][-2] for r in range(ranks))
+    if not all(len(dumps.get(r, [])) >= 2 and dumps[r][-1] == dumps[r][-2] for r in range(ranks)):
+        return False
+    return len({dumps[r][-1].split("\n", 1)[0] for r in range(ranks)}) == 1  # stalled after the same step
 
 
 def run(cmd: list[str], env: dict, log: Path, timeout: float, *, watch: bool = False,

@@ -9,8 +9,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import multigpu  # noqa: E402
 
 
-def dump(rank: int, seconds: int, frames: list[str]) -> str:
-    lines = [f"[rank {rank}] medchat: no progress for {seconds} s (last: step 3); pid 1, every thread's stack:",
+def dump(rank: int, seconds: int, frames: list[str], last: str = "step 3") -> str:
+    lines = [f"[rank {rank}] medchat: no progress for {seconds} s (last: {last}); pid 1, every thread's stack:",
              f"[rank {rank}] thread tqdm_monitor (most recent call last):", f"[rank {rank}]     waiter.acquire()",
              f"[rank {rank}] thread MainThread (most recent call last):"]
     return "\n".join(lines + [f"[rank {rank}]   {f}" for f in frames]) + "\n"
@@ -24,6 +24,15 @@ def test_a_launch_is_stuck_once_every_rank_showed_the_same_stack_twice():
     assert not multigpu.stuck(text, 2)  # rank 1 still moves
     text += dump(1, 180, ["compiling block 9"])
     assert multigpu.stuck(text, 2) and not multigpu.stuck(text, 3)
+
+
+def test_rank_zero_alone_after_the_others_left_is_not_a_stuck_launch():
+    wait = ['File "c10d.py", line 4287, in all_gather', "work.wait()"]
+    text = dump(1, 60, wait, "the trainer's set-up") + dump(0, 60, ["compiling"], "the trainer's set-up")
+    text += dump(1, 120, wait, "the trainer's set-up") + dump(0, 120, ["compiling more"], "the trainer's set-up")
+    generate = ['File "utils.py", line 2700, in _sample', "outputs = self(**model_inputs)"]
+    text += dump(0, 60, generate, "report_card began") + dump(0, 120, generate, "report_card began")
+    assert not multigpu.stuck(text, 2)
 
 
 def test_the_table_compares_each_backend_with_its_own_one_gpu_run():
