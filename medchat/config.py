@@ -349,8 +349,9 @@ def read_toml(path: Path, required: bool = False) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: not UTF-8 text (byte {exc.start})") from exc
 
 
-# MEDCHAT_* variables that are not settings.
-OTHER_VARIABLES = ("MEDCHAT_HOME", "MEDCHAT_CONFIG", "MEDCHAT_DEBUG")
+# MEDCHAT_* variables that are not settings (the last two: a fine-tune's hang diagnostics,
+# medchat/finetune/hangwatch.py and distributed.py).
+OTHER_VARIABLES = ("MEDCHAT_HOME", "MEDCHAT_CONFIG", "MEDCHAT_DEBUG", "MEDCHAT_HANG_SECONDS", "MEDCHAT_DIST_TIMEOUT")
 
 
 def setting_variables(cls: type | None = None, prefix: str = "MEDCHAT_") -> list[str]:

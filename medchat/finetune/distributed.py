@@ -39,6 +39,7 @@ from medchat.errors import HardwareError, MedchatError, UsageError
 EVERY_STEP_MODULES = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
 LAUNCH_FILE = "launch.json"  # in the run folder: the number of ranks a run started with
 TIMEOUT_SECONDS = 1800  # how long a rank waits for the others at a collective (transformers' ddp_timeout)
+TIMEOUT_ENV = "MEDCHAT_DIST_TIMEOUT"  # seconds, instead of TIMEOUT_SECONDS: a hang becomes an error sooner
 SHUTDOWN_SECONDS = 180  # --gpus: how long torchrun waits, after Ctrl+C, for the ranks to save and leave
 
 
@@ -101,6 +102,21 @@ def error_prefix(environ: Mapping[str, str] | None = None) -> str:
     return f"[rank {here.rank}] " if not here.main else ""
 
 
+def timeout_seconds(environ: Mapping[str, str] | None = None) -> int:
+    """How long a rank waits at a collective: MEDCHAT_DIST_TIMEOUT when set (a run that hangs then fails
+    with the collective named, and NCCL's flight recorder dumps when asked to), else half an hour."""
+    value = (os.environ if environ is None else environ).get(TIMEOUT_ENV, "").strip()
+    if not value:
+        return TIMEOUT_SECONDS
+    try:
+        seconds = int(float(value))
+    except ValueError:
+        seconds = 0
+    if seconds < 1:
+        raise UsageError(f"{TIMEOUT_ENV}={value!r}: expected a number of seconds of at least 1")
+    return seconds
+
+
 def trainer_kwargs(plan: Any) -> dict[str, Any]:
     """DDP settings for the trainer. Unsloth makes the same choice itself (unsloth/models/_ddp_defaults.py);
     transformers would search for unused parameters at every step, since a peft model is no PreTrainedModel."""
@@ -135,8 +151,9 @@ class Group:
     def distributed(self) -> bool:
         return self.ranks.distributed
 
-    def start(self, device: str) -> "Group":
-        """Join the launch: the rank's GPU becomes its current device, then the process groups start."""
+    def start(self, device: str, before: Any = None) -> "Group":
+        """Join the launch: the rank's GPU becomes its current device, ``before()`` runs (Unsloth's import,
+        which expects no process group yet), then the process groups start."""
         if not self.distributed:
             return self
         import torch
@@ -146,6 +163,8 @@ class Group:
                 raise HardwareError(f"rank {self.ranks.rank} was given GPU {self.ranks.local_rank}, but this machine "
                                     f"shows {torch.cuda.device_count()}; start at most that many processes")
             torch.cuda.set_device(self.ranks.local_rank)
+        if before is not None:
+            before()
         else:
             # accelerate names a CPU rank's device "cpu:<n>", which torch.load cannot map a resumed
             # checkpoint's optimizer onto; plain "cpu" is the same memory.
@@ -156,11 +175,12 @@ class Group:
 
         from accelerate import PartialState
 
-        PartialState(cpu=device != "cuda", timeout=timedelta(seconds=TIMEOUT_SECONDS))
+        timeout = timedelta(seconds=timeout_seconds())
+        PartialState(cpu=device != "cuda", timeout=timeout)
         import torch.distributed as dist
 
         try:
-            self._control = dist.new_group(backend="gloo", timeout=timedelta(seconds=TIMEOUT_SECONDS))
+            self._control = dist.new_group(backend="gloo", timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - gloo finds no usable network interface (some containers)
             # The default group then: each step's exchange waits for the GPU once (as TRL's logging does).
             self._device = f"cuda:{self.ranks.local_rank}" if device == "cuda" else "cpu"

@@ -107,11 +107,15 @@ class Phases:
 
         @contextmanager
         def timed():
+            from medchat.finetune import hangwatch
+
+            hangwatch.beat(f"{name} began")
             t0 = time.perf_counter()
             try:
                 yield
             finally:
                 self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t0, 2)
+                hangwatch.beat(f"{name} ended")
 
         return timed()
 
@@ -124,17 +128,31 @@ def run_finetune(settings: Settings, *, name: str = "", recipe: str = "", resume
     Under a multi-GPU launch, ranks other than 0 return None once training is over; rank 0 alone holds
     the run's lock, discards, marks checkpoints and stores (the others wait for it at a barrier).
     """
-    from medchat.finetune import caches, distributed
+    from medchat.finetune import distributed, hangwatch
 
     here = distributed.ranks()
     say = distributed.say_for(say or _stderr, here)
+    hangwatch.start(f"[rank {here.rank}] " if here.distributed else "")  # MEDCHAT_HANG_SECONDS: stacks of a stall
+    try:
+        return _run(settings, here, say, name=name, recipe=recipe, resume=resume, restart=restart)
+    finally:
+        hangwatch.stop()
+
+
+def _run(settings: Settings, here: Any, say: Say, *, name: str, recipe: str, resume: str, restart: bool
+         ) -> Trained | None:
+    from medchat.finetune import caches, distributed
+
     started = time.time()
     phases = Phases()
     with phases("plan"):
         plan = prepare(settings, name=name, recipe=recipe, resume=resume, restart=restart, say=say)
         if resume and not restart:  # a restart starts afresh, on any number of ranks
             distributed.check_resume(plan.run_dir, plan.name, here.world_size)
-        group = distributed.Group(here).start(plan.device)
+        unsloth_first = None
+        if plan.device == "cuda" and plan.backend == "unsloth":
+            from medchat.models.loading import import_unsloth as unsloth_first
+        group = distributed.Group(here).start(plan.device, before=unsloth_first)
         plan.name = group.agree(plan.name)  # a generated name has the time in it: rank 0's counts
         if plan.device == "cuda":
             caches.use_compile_caches()

@@ -19,7 +19,7 @@ from typing import Any
 
 from medchat import paths
 from medchat.errors import HardwareError, Interrupted, out_of_memory
-from medchat.finetune import checkpoints, packing
+from medchat.finetune import checkpoints, hangwatch, packing
 from medchat.finetune.plan import Plan, Say
 from medchat.finetune.rows import Built
 
@@ -230,6 +230,7 @@ def make_callback(plan: Plan, stop: StopFlag, stream=None, show: bool = True, se
             return self.meter.steady()
 
         def on_train_begin(self, args, state, control, **kw):
+            hangwatch.beat("the trainer's set-up (first step next)")
             self.t0 = self.began = time.perf_counter()
             self.step0 = state.global_step
             self.tokens0 = state.num_input_tokens_seen or 0
@@ -246,6 +247,7 @@ def make_callback(plan: Plan, stop: StopFlag, stream=None, show: bool = True, se
                 self.show(state, logged=True)
 
         def on_step_end(self, args, state, control, **kw):
+            hangwatch.beat(f"step {state.global_step}")
             self.seconds = time.perf_counter() - self.t0
             self.tokens = (state.num_input_tokens_seen or 0) - self.tokens0
             self.meter.add(self.seconds, self.tokens)

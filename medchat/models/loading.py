@@ -121,6 +121,14 @@ def _load_error(resolved: ResolvedModel, exc: BaseException) -> MedchatError:
     return ModelUnavailable(f"cannot load {resolved.name}: {text}")
 
 
+def import_unsloth() -> None:
+    """Import Unsloth, which patches transformers and TRL as it loads. A multi-GPU launch calls this before
+    its process group starts, as Unsloth's own scripts are written: Unsloth's import-time work (patched
+    trainers, generated code) then runs in each process on its own; with a group already up, each of
+    those steps is an NCCL broadcast and barrier between the processes."""
+    import unsloth  # noqa: F401
+
+
 def load_unsloth_model(resolved: ResolvedModel, *, dtype: str, quantize: str, max_seq_length: int = 4096,
                        generic: bool = False):
     import unsloth  # noqa: F401  (first: it patches transformers)

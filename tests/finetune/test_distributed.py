@@ -103,7 +103,8 @@ def test_gpus_refuses_more_gpus_than_torch_sees(monkeypatch, capsys):
 
 
 def test_one_rank_needs_no_process_group():
-    group = D.Group(D.Ranks()).start("cuda")  # nothing to join: no torch.distributed, no GPU
+    # Nothing to join: no torch.distributed, no GPU, and Unsloth's early import is left to loading.
+    group = D.Group(D.Ranks()).start("cuda", before=lambda: pytest.fail("imported before a group that is not started"))
     assert group.agree("name") == "name" and group.exchange(True, 7) == (True, 7) and group.gather(1.5) == [1.5]
     group.barrier()
     group.finish()
