@@ -126,6 +126,10 @@ class FinetuneSettings:
     lora_dropout: float = doc("LoRA dropout.", 0.0)
     use_rslora: bool = doc("Rank-stabilised LoRA (scales by alpha/sqrt(r)).", False)
     target_modules: tuple[str, ...] = doc("Layers that get LoRA weights.", DEFAULT_TARGET_MODULES)
+    adapter_dtype: Literal["float32", "float16", "bfloat16"] = doc(
+        "Precision of the saved LoRA weights: float32 as trained, or a 16-bit type for a file half the "
+        "size (loading casts them back to the model's dtype).", "float32"
+    )
     batch_size: int = doc(
         "Rows per micro-batch; with packed batches, micro-batches of batch_size x max_seq_length tokens "
         "filled with whole rows.", 2

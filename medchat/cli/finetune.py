@@ -35,6 +35,7 @@ FINETUNE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--lora-alpha", "finetune.lora_alpha", click.IntRange(min=1), "LoRA alpha."),
     ("--lora-dropout", "finetune.lora_dropout", click.FloatRange(0, 1, max_open=True), "LoRA dropout."),
     ("--target-modules", "finetune.target_modules", str, "Comma-separated layer names that get LoRA."),
+    ("--adapter-dtype", "finetune.adapter_dtype", click.Choice(["float32", "float16", "bfloat16"]), "Precision of the saved LoRA weights (16-bit: half the file)."),
     ("--batch-size", "finetune.batch_size", click.IntRange(min=1), "Rows per micro-batch (packed: batch-size x max-seq-length tokens)."),
     ("--grad-accum", "finetune.grad_accum", click.IntRange(min=1), "Micro-batches per optimizer step."),
     ("--max-steps", "finetune.max_steps", click.IntRange(min=0), "Optimizer steps (0 = use --epochs)."),

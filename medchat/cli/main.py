@@ -68,6 +68,10 @@ _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit code."""
     debug = "--debug" in (argv or sys.argv) or os.environ.get("MEDCHAT_DEBUG") == "1"
+    # torch's OpenMP threads otherwise spin while they wait for work: on a CPU shared with other jobs a
+    # spinning thread holds a core the others need, and CPU decoding and training slow down many times
+    # (benchmarks/RESULTS.md §3c). Read once, when torch loads (after this); a user's setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         # obj["argv"]: `finetune --gpus N` runs the same command line once per GPU.

@@ -230,7 +230,7 @@ def _train_and_store(plan: Plan, here: Any, group: Any, phases: Phases, started:
     tmp = store.begin_save(plan.name)
     try:
         with phases("save"):
-            save_adapter(model, tmp, plan.resolved.base_id)
+            save_adapter(model, tmp, plan.resolved.base_id, plan.ft.adapter_dtype)
             manifest = build_manifest(plan, tokenizer, built, result, started, model_revision(plan.resolved.source))
             record_launch(manifest, plan, result, phases)
             write_manifest(tmp, manifest)

@@ -127,9 +127,9 @@ def portable_base_id(base_id: str) -> str:
     return base_id
 
 
-def save_adapter(model: Any, folder: Path, base_id: str) -> None:
+def save_adapter(model: Any, folder: Path, base_id: str, dtype: str = "float32") -> None:
     """PEFT's files (adapter_config.json, weights, README card) naming ``base_id``, never the local
-    path the weights were loaded from."""
+    path the weights were loaded from; the weights in ``dtype``."""
     portable = portable_base_id(base_id)
     embeddings = False
     for config in model.peft_config.values():
@@ -143,6 +143,19 @@ def save_adapter(model: Any, folder: Path, base_id: str) -> None:
     # medchat never resizes the vocabulary, so embeddings are saved exactly when LoRA targets them;
     # PEFT's "auto" would otherwise ask the hub for the base's config.json to find out.
     model.save_pretrained(str(folder), save_embedding_layers=embeddings)
+    if dtype != "float32":
+        cast_adapter_weights(folder / "adapter_model.safetensors", dtype)
+
+
+def cast_adapter_weights(path: Path, dtype: str) -> None:
+    """Rewrite PEFT's weights file with its floating-point tensors in ``dtype`` (a 16-bit file is half
+    the size; PEFT and medchat's decode loop cast them back to the model's dtype when loading)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    target = getattr(torch, dtype)
+    tensors = {k: (v.to(target) if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
+    save_file(tensors, str(path), metadata={"format": "pt"})
 
 
 def save_merged(plan: Plan, adapter_dir: Path, target: Path, say: Say) -> None:

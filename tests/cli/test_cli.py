@@ -122,3 +122,16 @@ def test_a_seed_beyond_64_bits_is_refused_before_the_model_loads():
     r = medchat("ask", "--model", "smollm2", "--seed", str(2**70), "hi")
     assert r.returncode == 2 and "loading" not in r.stderr
     assert r.stderr.startswith("medchat: error: command line: generation.seed must be -1")
+
+
+def test_openmp_threads_wait_passively_unless_the_user_says_otherwise():
+    # torch reads OMP_WAIT_POLICY when it loads, after main() runs: spinning threads on a shared CPU
+    # slow decoding and training many times (benchmarks/RESULTS.md §3c)
+    code = ("import os, sys\nfrom medchat.cli.main import main\ntry:\n    main(['--version'])\nexcept SystemExit:\n"
+            "    pass\nprint(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split()[-2:] == ["PASSIVE", "False"]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, check=True)
+    assert out.stdout.split()[-2:] == ["ACTIVE", "False"]
