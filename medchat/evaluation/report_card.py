@@ -28,12 +28,12 @@ def default_max_new_tokens(think_budget: int) -> int:
 
 
 def open_eval_backend(settings: Settings, adapter_path: Path | None, say: Say) -> Any:
-    """The base model (+ adapter) through transformers' ``generate``: the batched path needs the model
-    itself, which medchat's one-conversation fast decoder does not keep."""
+    """The base model (+ adapter) as the chat would load it: medchat's decode loop where it applies (many
+    rows in flight over a slot cache; int8 weights on the CPU, int4 on CUDA), else transformers'
+    ``generate`` in left-padded batches (``--decoder generate``, or a model the loop does not support)."""
     from medchat.engine.backends import open_local
 
-    local = dataclasses.replace(settings, adapter=str(adapter_path) if adapter_path else "", endpoint="",
-                                decoder="generate")
+    local = dataclasses.replace(settings, adapter=str(adapter_path) if adapter_path else "", endpoint="")
     return open_local(local, say)
 
 
@@ -85,9 +85,9 @@ def run_evaluation(settings: Settings, adapter_path: Path | None, bench: Benchma
 
     backend = open_eval_backend(settings, adapter_path, say)
     try:
-        device = backend.info.device
-        es = EvalSettings(max_new_tokens or default_max_new_tokens(think_budget), think_budget,
-                          batch_size or (64 if device == "cuda" else 8), settings.system_prompt)
+        max_new = max_new_tokens or default_max_new_tokens(think_budget)
+        es = EvalSettings(max_new, think_budget,
+                          batch_size or backend.default_batch_size(max_new), settings.system_prompt)
         report, records = evaluate_items(backend, bench, items, adapter_path, es, say, style=style, seed=seed,
                                          contaminated=contaminated)
     finally:
@@ -107,7 +107,7 @@ def evaluate_adapter(settings: Settings, adapter_dir: Path, examples: Sequence[E
     bench = Benchmark("heldout", "heldout", heldout_items(examples, indices))
     backend = open_eval_backend(settings, adapter_dir, say)
     try:
-        es = EvalSettings(ft.eval_max_new_tokens, -1, 64 if backend.info.device == "cuda" else 8,
+        es = EvalSettings(ft.eval_max_new_tokens, -1, backend.default_batch_size(ft.eval_max_new_tokens),
                           settings.system_prompt)
         return evaluate_items(backend, bench, bench.items, adapter_dir, es, say, style=style)
     finally:
