@@ -267,7 +267,7 @@ class _Live:
 
 def default_slots(decoder: Any, capacity: int, rows: int) -> int:
     """Rows in flight when the caller gives no batch size: on CUDA as many as 60 % of the free memory
-    holds (at most 256), on the CPU 16 (past that a step costs about as much per row as batch 1 does)."""
+    holds (at most 256), on the CPU 16; fewer when ``rows`` fill the same number of waves with fewer."""
     from medchat.models.fastbatch import slot_bytes
 
     if decoder.device.type == "cuda":
@@ -277,7 +277,8 @@ def default_slots(decoder: Any, capacity: int, rows: int) -> int:
         slots = max(1, min(256, int(free * 0.6) // max(1, slot_bytes(decoder, capacity))))
     else:
         slots = 16
-    return max(1, min(slots, rows))
+    waves = -(-rows // slots)  # as few refills as the memory allows, spread evenly: 500 rows in 4 waves
+    return max(1, min(slots, -(-rows // waves)))  # of 125, not 3 of 150 and a last one of 50
 
 
 def generate_batch_fast(

@@ -37,6 +37,12 @@ def open_eval_backend(settings: Settings, adapter_path: Path | None, say: Say) -
     return open_local(local, say)
 
 
+def _batch_size(backend: Any, max_new_tokens: int, rows: int) -> int:
+    """The backend's rows in flight (a backend without a batched path answers one row at a time)."""
+    default = getattr(backend, "default_batch_size", None)
+    return default(max_new_tokens, rows) if default is not None else 1
+
+
 def evaluate_items(backend: Any, bench: Benchmark, items: Sequence[Item], adapter_path: Path | None,
                    settings: EvalSettings, say: Say, *, style: str | None = None, seed: int = 0,
                    contaminated: int = 0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -87,7 +93,7 @@ def run_evaluation(settings: Settings, adapter_path: Path | None, bench: Benchma
     try:
         max_new = max_new_tokens or default_max_new_tokens(think_budget)
         es = EvalSettings(max_new, think_budget,
-                          batch_size or backend.default_batch_size(max_new), settings.system_prompt)
+                          batch_size or _batch_size(backend, max_new, len(items)), settings.system_prompt)
         report, records = evaluate_items(backend, bench, items, adapter_path, es, say, style=style, seed=seed,
                                          contaminated=contaminated)
     finally:
@@ -107,7 +113,7 @@ def evaluate_adapter(settings: Settings, adapter_dir: Path, examples: Sequence[E
     bench = Benchmark("heldout", "heldout", heldout_items(examples, indices))
     backend = open_eval_backend(settings, adapter_dir, say)
     try:
-        es = EvalSettings(ft.eval_max_new_tokens, -1, backend.default_batch_size(ft.eval_max_new_tokens),
+        es = EvalSettings(ft.eval_max_new_tokens, -1, _batch_size(backend, ft.eval_max_new_tokens, len(bench.items)),
                           settings.system_prompt)
         return evaluate_items(backend, bench, bench.items, adapter_dir, es, say, style=style)
     finally:

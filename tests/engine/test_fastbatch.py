@@ -9,13 +9,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from test_fastdecode import tiny, with_adapter  # noqa: E402
+
 from medchat.chatformat.think import split_text  # noqa: E402
 from medchat.config import GenerationSettings  # noqa: E402
 from medchat.engine.batched import CLOSE_TEXT, BatchSettings, generate_batch_fast  # noqa: E402
 from medchat.models.fastbatch import SlotBatch  # noqa: E402
 from medchat.models.fastdecode import FastDecoder  # noqa: E402
-
-from test_fastdecode import tiny, with_adapter  # noqa: E402
 
 PROMPTS = [[3, 17, 42, 99, 5], [64, 7], [120, 33, 8, 9, 10, 11, 12, 13], [1, 2, 3], [77]]
 

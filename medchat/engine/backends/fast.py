@@ -166,11 +166,11 @@ class FastBackend(HFBackend):
             return generate_batch_fast(self.decoder, self.tokenizer, prompts, settings, self._eos_ids,
                                        cancel=cancel, progress=progress)
 
-    def default_batch_size(self, max_new_tokens: int) -> int:
-        """Rows in flight for evaluation (room for prompts of up to 1,024 tokens)."""
+    def default_batch_size(self, max_new_tokens: int, rows: int = 1 << 30) -> int:
+        """Rows in flight for evaluating ``rows`` rows (room for prompts of up to 1,024 tokens)."""
         from medchat.engine.batched import default_slots
 
-        return default_slots(self.decoder, min(max_new_tokens + 1024, self.decoder.max_context), 1 << 30)
+        return default_slots(self.decoder, min(max_new_tokens + 1024, self.decoder.max_context), rows)
 
     @contextlib.contextmanager
     def adapter_off(self) -> Iterator[None]:
