@@ -2,7 +2,7 @@
 batched (many rows in flight) against batch 1 on the same rows, through medchat's own evaluation code
 (`medchat.evaluation.report_card.open_eval_backend` + `medchat.evaluation.run.generate`). The default
 loads the model as `medchat eval` does: medchat's decode loop (a KV-cache slot per row, a finished
-row's slot refilled at once; int4 weights on CUDA, int8 on the CPU); --decoder generate measures
+row's slot refilled at once; int4 weights on CUDA, 16-bit on the CPU); --decoder generate measures
 transformers' generate in left-padded batches instead (bitsandbytes 4-bit on CUDA).
 
 The rows are synthetic MedQA-shaped questions (question, options A-D, answer_idx), built from a seed,
@@ -56,14 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--answer-tokens", type=int, default=128, help="tokens after the budget (max_new_tokens = budget + this)")
     p.add_argument("--batch-size", type=int, default=0,
                    help="rows in flight (0 = medchat eval's default: the decode loop fills 60%% of free GPU memory, "
-                        "at most 256; 16 on the CPU)")
+                        "at most 256; 32 on the CPU)")
     p.add_argument("--decoder", default="auto", choices=("auto", "fast", "generate"))
     p.add_argument("--benchmark", help="a MedQA-shaped JSONL file instead of the synthetic rows")
     p.add_argument("--batch1-rows", type=int, default=4, help="rows run one at a time (the same first rows)")
     p.add_argument("--sides", default="base,adapter")
     p.add_argument("--modes", default="batched,batch1")
     p.add_argument("--quantize", default="auto", choices=("auto", "4bit", "none"),
-                   help="auto = int4 weights on CUDA (torchao, in the decode loop; bitsandbytes 4-bit with --decoder generate), int8 on the CPU")
+                   help="auto = int4 weights on CUDA (torchao, in the decode loop; bitsandbytes 4-bit with --decoder generate), 16-bit on the CPU (the int8 kernel costs more per row in batches)")
     args = p.parse_args(argv)
     rec = harness.recorder("eval_speed", args)
 

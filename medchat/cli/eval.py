@@ -36,7 +36,7 @@ HELDOUT = "heldout"
               help="Tokens per reply in all (default: think budget + 512, or 2048 without a budget).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Rows in flight at once (default: medchat's decode loop fills 60% of free GPU memory, "
-                   "at most 256, or 16 on the CPU; transformers' generate 64 / 8).")
+                   "at most 256, or 32 on the CPU; transformers' generate 64 / 8).")
 @click.option("--no-contamination-check", is_flag=True,
               help="Do not compare with the adapter's training rows (when they cannot be loaded).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)

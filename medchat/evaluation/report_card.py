@@ -29,11 +29,17 @@ def default_max_new_tokens(think_budget: int) -> int:
 
 def open_eval_backend(settings: Settings, adapter_path: Path | None, say: Say) -> Any:
     """The base model (+ adapter) as the chat would load it: medchat's decode loop where it applies (many
-    rows in flight over a slot cache; int8 weights on the CPU, int4 on CUDA), else transformers'
+    rows in flight over a slot cache; int4 weights on CUDA, 16-bit on the CPU), else transformers'
     ``generate`` in left-padded batches (``--decoder generate``, or a model the loop does not support)."""
     from medchat.engine.backends import open_local
+    from medchat.models.loading import pick_device
 
     local = dataclasses.replace(settings, adapter=str(adapter_path) if adapter_path else "", endpoint="")
+    if settings.quantize == "auto" and pick_device(settings.device) == "cpu":
+        # 16-bit weights on the CPU: the int8 kernel that speeds up the chat's batch 1 dequantises the
+        # weights again for every row, so at 16 rows it costs 2-3x a bfloat16 matmul, which costs about
+        # the same for 1 or 32 rows (benchmarks/RESULTS.md §7)
+        local = dataclasses.replace(local, quantize="none")
     return open_local(local, say)
 
 
