@@ -344,7 +344,7 @@ def generate_batch_fast(
         out[item.index] = _reply(tokenizer, prompts[item.index], item.ids, item.row, item.finish)
 
     with decoder.lock, torch.inference_mode():
-        batch = SlotBatch(decoder, slots, capacity)
+        batch = SlotBatch(decoder, max(slots, 2), capacity)
         while queue or live:
             if cancel.is_set():
                 for item in live:
@@ -365,10 +365,14 @@ def generate_batch_fast(
                     live.append(item)
             if not live:
                 continue
-            tokens = torch.tensor([it.next for it in live], dtype=torch.long, device=decoder.device)
-            positions = torch.tensor([it.position for it in live], dtype=torch.long, device=decoder.device)
+            # a lone row is computed beside a copy of itself (in the free slot 1): one row alone takes
+            # other matmul kernels (GEMV), whose rounding can flip a 16-bit near-tie; so every reply is
+            # the same whatever the batch size, --batch-size 1 included
+            feed = live if len(live) > 1 else live * 2
+            tokens = torch.tensor([it.next for it in feed], dtype=torch.long, device=decoder.device)
+            positions = torch.tensor([it.position for it in feed], dtype=torch.long, device=decoder.device)
             logits = batch.step(tokens, positions, max(it.position for it in live) + 1)
-            best = torch.argmax(logits, dim=-1).tolist()
+            best = torch.argmax(logits[: len(live)], dim=-1).tolist()
             for item, token in zip(live, best):
                 item.position += 1
                 choose(item, token)

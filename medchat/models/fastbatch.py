@@ -21,6 +21,8 @@ from medchat.models.fastdecode import PREFILL_CHUNK, FastDecoder, _post_attentio
 if TYPE_CHECKING:
     import torch
 
+BLOCK = 256  # keys per attention block: every row's sums run over the same blocks whatever the batch
+
 
 def slot_bytes(decoder: FastDecoder, tokens: int) -> int:
     """Bytes of one slot's K/V for ``tokens`` positions."""
@@ -38,6 +40,7 @@ class SlotBatch:
     def __init__(self, decoder: FastDecoder, slots: int, capacity: int) -> None:
         import torch
 
+        capacity = -(-capacity // BLOCK) * BLOCK  # whole attention blocks
         decoder._ensure_capacity(capacity)  # the rotary tables cover every position (the cache is reused)
         self.decoder = decoder
         self.capacity = capacity
@@ -93,8 +96,11 @@ class SlotBatch:
         x = d.embed.index_select(0, tokens)  # [n, H]
         cos = d._cos.index_select(0, positions)[:, None]  # [n, 1, hd]
         sin = d._sin.index_select(0, positions)[:, None]
-        keys = torch.arange(attn_len, device=d.device)
-        hidden = (keys[None] > positions[:, None])[:, None, None]  # [n, 1, 1, L]: keys past each row's own
+        blocks = -(-attn_len // BLOCK)
+        length = blocks * BLOCK
+        keys = torch.arange(length, device=d.device).view(blocks, BLOCK)
+        hidden = (keys[None] > positions[:, None, None])[:, None, :, None]  # [n, 1, blocks, 1, BLOCK]
+        empty = hidden.all(dim=-1)  # [n, 1, blocks, 1]: blocks wholly past the row's position
         rows = torch.arange(n, device=d.device)
         group = nq // d.n_kv
         for i, layer in enumerate(d.layers):
@@ -102,13 +108,8 @@ class SlotBatch:
             kc, vc = self.cache[i, 0, :n], self.cache[i, 1, :n]  # [n, nkv, cap, hd]
             kc[rows, :, positions] = k
             vc[rows, :, positions] = v
-            # grouped-query attention without copying K/V per query head (SDPA's enable_gqa may repeat
-            # them, which at hundreds of rows costs more than the attention): each KV head's queries
-            # side by side, softmax in float32
-            qg = q.view(n, d.n_kv, group, hd)
-            scores = torch.matmul(qg, kc[:, :, :attn_len].transpose(-1, -2)).float().mul_(d.scale)
-            scores.masked_fill_(hidden, float("-inf"))
-            att = torch.matmul(torch.softmax(scores, dim=-1).to(q.dtype), vc[:, :, :attn_len])  # [n, nkv, group, hd]
+            att = _blocked_attention(q.view(n, d.n_kv, group, hd), kc[:, :, :length], vc[:, :, :length],
+                                     hidden, empty, d.scale)
             x = _post_attention(x, att.reshape(n, nq * hd), layer.o, layer.ln2, layer.gate_up, layer.down,
                                 d._post_dims)
         return self._logits(x)
@@ -116,3 +117,31 @@ class SlotBatch:
     def move(self, source: int, target: int, length: int) -> None:
         """Copy the first ``length`` positions of slot ``source`` into slot ``target``."""
         self.cache[:, :, target, :, :length].copy_(self.cache[:, :, source, :, :length])
+
+
+def _blocked_attention(qg: "torch.Tensor", k: "torch.Tensor", v: "torch.Tensor", hidden: "torch.Tensor",
+                       empty: "torch.Tensor", scale: float) -> "torch.Tensor":
+    """One query per row over its keys, in fixed blocks of ``BLOCK`` keys combined flash-style.
+
+    Why blocks: a matmul or softmax over all keys rounds differently when the batch's longest row
+    makes the key axis longer, so a 16-bit greedy near-tie could flip with the batch's make-up. Over
+    fixed blocks each row's arithmetic is the same whatever else is in flight; blocks wholly past a
+    row's position add exact zeros. qg [n, nkv, group, hd]; k, v [n, nkv, L, hd], L a multiple of
+    BLOCK; hidden [n, 1, blocks, 1, BLOCK] (True = masked); empty [n, 1, blocks, 1]. -> [n, nkv, group, hd].
+    """
+    import torch
+
+    n, nkv, group, hd = qg.shape
+    blocks = k.shape[2] // BLOCK
+    kb = k.view(n, nkv, blocks, BLOCK, hd)
+    vb = v.view(n, nkv, blocks, BLOCK, hd)
+    scores = torch.matmul(qg[:, :, None], kb.transpose(-1, -2)).float().mul_(scale)  # [n, nkv, blocks, group, BLOCK]
+    scores.masked_fill_(hidden, float("-inf"))
+    peak = scores.amax(dim=-1, keepdim=True)  # [n, nkv, blocks, group, 1]; -inf for an empty block
+    top = peak.amax(dim=2, keepdim=True)  # the row's own maximum (block 0 always holds key 0)
+    weight = torch.exp(peak - top)  # an empty block weighs exp(-inf) = 0
+    p = torch.exp(scores - peak.masked_fill(empty[..., None], 0.0))  # masked keys: exp(-inf) = 0
+    total = p.sum(dim=-1, keepdim=True)
+    part = torch.matmul(p.to(qg.dtype), vb).float()  # [n, nkv, blocks, group, hd]
+    out = (part * weight).sum(dim=2) / (total * weight).sum(dim=2)
+    return out.to(qg.dtype)
