@@ -35,17 +35,21 @@ HELDOUT = "heldout"
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=None,
               help="Tokens per reply in all (default: think budget + 512, or 2048 without a budget).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Rows generated at once (default: 64 on CUDA, 8 on the CPU).")
+              help="Rows in flight at once (default: medchat's decode loop fills 60% of free GPU memory, "
+                   "at most 256, or 32 on the CPU; transformers' generate 64 / 8).")
 @click.option("--no-contamination-check", is_flag=True,
               help="Do not compare with the adapter's training rows (when they cannot be loaded).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
-@click.option("--quantize", type=click.Choice(["auto", "4bit", "none"]), default=None, help="4-bit weights (CUDA).")
+@click.option("--quantize", type=click.Choice(["auto", "4bit", "none"]), default=None,
+              help="auto: int4 (CUDA) or int8 (CPU) weights in medchat's decode loop; none: 16-bit.")
+@click.option("--decoder", type=click.Choice(["auto", "fast", "generate"]), default=None,
+              help="auto: medchat's decode loop where it applies (rows in slots), else transformers' generate.")
 @click.option("--offline/--online", "offline", default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def eval_command(adapter: str | None, model: str | None, spec: str | None, labels: Path | None, subset: str,
                  split: str, rows: int | None, seed: int, think_budget: int, max_new_tokens: int | None,
                  batch_size: int | None, no_contamination_check: bool, device: str | None, quantize: str | None,
-                 offline: bool | None, as_json: bool) -> None:
+                 decoder: str | None, offline: bool | None, as_json: bool) -> None:
     """Base model vs adapter on the same rows: accuracy with 95% intervals, McNemar's p, reasoning measures.
 
     Results go to the adapter's manifest and model card (README.md), and to a report with every row."""
@@ -64,7 +68,7 @@ def eval_command(adapter: str | None, model: str | None, spec: str | None, label
     if not spec:
         raise UsageError("give --benchmark FILE (or a hub data set id)")
     flags: dict[str, Any] = {"model": model or _base_of(path, manifest)}
-    for key, value in (("device", device), ("quantize", quantize), ("offline", offline)):
+    for key, value in (("device", device), ("quantize", quantize), ("decoder", decoder), ("offline", offline)):
         if value is not None:
             flags[key] = value
     if manifest is not None:

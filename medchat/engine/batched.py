@@ -41,7 +41,7 @@ class BatchReply:
 class BatchSettings:
     max_new_tokens: int
     think_budget: int = -1  # reasoning tokens per reply before </think> is forced; -1 = no limit
-    batch_size: int = 16
+    batch_size: int = 16  # rows in flight; 0 = the backend's default
 
 
 class _Row:
@@ -177,8 +177,9 @@ def generate_batch(
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     out: list[BatchReply | None] = [None] * len(prompts)
     done = 0
-    for k in range(0, len(order), max(1, settings.batch_size)):
-        chunk = order[k : k + settings.batch_size]
+    size = settings.batch_size or (64 if str(getattr(model, "device", "cpu")).startswith("cuda") else 8)
+    for k in range(0, len(order), size):
+        chunk = order[k : k + size]
         if cancel.is_set():
             replies = [BatchReply("", "", 0, 0, "cancelled", False) for _ in chunk]
         else:
@@ -244,3 +245,162 @@ def _run_batch(model: Any, tokenizer: Any, prompts: list[str], settings: BatchSe
         replies.append(BatchReply(reasoning.strip(), answer.strip(), reasoning_tokens, n - reasoning_tokens,
                                   finish, row.budget_hit))
     return replies
+
+
+# -------------------------------------------------------------------------------------------------
+# medchat's decode loop, many rows at once (continuous batching over a slot cache)
+
+
+class _Live:
+    """One prompt being decoded in a slot."""
+
+    __slots__ = ("index", "row", "ids", "position", "next", "finish")
+
+    def __init__(self, index: int, row: _Row, position: int) -> None:
+        self.index = index  # which prompt
+        self.row = row
+        self.ids: list[int] = []  # generated so far (forced </think> tokens included)
+        self.position = position  # tokens whose K/V the slot holds; the next token is fed here
+        self.next = -1  # the token to feed at the next step
+        self.finish = ""
+
+
+def default_slots(decoder: Any, capacity: int, rows: int) -> int:
+    """Rows in flight when the caller gives no batch size: on CUDA as many as 60 % of the free memory
+    holds (at most 256), on the CPU 32; fewer when ``rows`` fill the same number of waves with fewer."""
+    from medchat.models.fastbatch import slot_bytes
+
+    if decoder.device.type == "cuda":
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(decoder.device)
+        slots = max(1, min(256, int(free * 0.6) // max(1, slot_bytes(decoder, capacity))))
+    else:
+        slots = 32  # bfloat16 matmuls cost about the same for 1 or 32 rows on the CPU
+    waves = -(-rows // slots)  # as few refills as the memory allows, spread evenly: 500 rows in 4 waves
+    return max(1, min(slots, -(-rows // waves)))  # of 125, not 3 of 150 and a last one of 50
+
+
+def generate_batch_fast(
+    decoder: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    settings: BatchSettings,
+    eos_ids: Sequence[int],
+    *,
+    cancel: threading.Event | None = None,
+    progress: Progress | None = None,
+) -> list[BatchReply]:
+    """Greedy replies to ``prompts`` through medchat's decoder, ``settings.batch_size`` rows in flight
+    (0 = ``default_slots``): a finished row's slot takes the next prompt at once, so no step computes a
+    row that has ended, and rows never wait for the longest reply of their batch."""
+    import torch
+
+    from medchat.models.fastbatch import SlotBatch
+
+    cancel = cancel or threading.Event()
+    eos = set(eos_ids)
+    close_ids: list[int] = tokenizer(CLOSE_TEXT, add_special_tokens=False)["input_ids"]
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    for i, ids in enumerate(encoded):
+        if not ids:
+            raise ValueError(f"prompt {i} is empty")
+    longest = max(len(ids) for ids in encoded)
+    capacity = min(longest + settings.max_new_tokens, decoder.max_context)
+    if longest >= capacity:
+        raise ValueError(f"a prompt ({longest} tokens) fills the model's context ({decoder.max_context})")
+    slots = settings.batch_size or default_slots(decoder, capacity, len(prompts))
+    slots = max(1, min(slots, len(prompts)))
+    queue = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))  # long prompts first: fewer late stragglers
+    queue.reverse()  # pop() from the end
+    out: list[BatchReply | None] = [None] * len(prompts)
+    live: list[_Live] = []
+    done = 0
+
+    def choose(item: _Live, token: int) -> None:
+        """Append the next token: a forced </think> token, else the model's greedy one."""
+        row = item.row
+        if row.forced:
+            token = row.forced.pop(0)
+            if not row.forced:
+                row.in_reasoning, row.closed, row.tail = False, True, ""
+        elif _due(row, settings.think_budget):
+            row.forced, row.budget_hit = list(close_ids[1:]), True
+            token = close_ids[0]
+            if not row.forced:
+                row.in_reasoning, row.closed, row.tail = False, True, ""
+        elif token in eos:
+            item.finish = "stop"
+            return
+        else:
+            _observe(row, tokenizer.decode([token], skip_special_tokens=False))
+        item.ids.append(token)
+        item.next = token
+        limit = min(settings.max_new_tokens, capacity - len(encoded[item.index]))
+        if len(item.ids) >= limit:
+            item.finish = "length"
+
+    def finish(item: _Live) -> None:
+        out[item.index] = _reply(tokenizer, prompts[item.index], item.ids, item.row, item.finish)
+
+    with decoder.lock, torch.inference_mode():
+        batch = SlotBatch(decoder, max(slots, 2), capacity)
+        while queue or live:
+            if cancel.is_set():
+                for item in live:
+                    item.finish = "cancelled"
+                    finish(item)
+                for i in queue:
+                    out[i] = BatchReply("", "", 0, 0, "cancelled", False)
+                break
+            while queue and len(live) < slots:  # fill the free slots (they are at the end)
+                i = queue.pop()
+                item = _Live(i, _Row(opens_in_reasoning(prompts[i])), len(encoded[i]))
+                logits = batch.prefill(len(live), encoded[i])
+                choose(item, int(torch.argmax(logits)))
+                if item.finish:
+                    finish(item)
+                    done += 1
+                else:
+                    live.append(item)
+            if not live:
+                continue
+            # a lone row is computed beside a copy of itself (in the free slot 1): one row alone takes
+            # other matmul kernels (GEMV), whose rounding can flip a 16-bit near-tie; so every reply is
+            # the same whatever the batch size, --batch-size 1 included
+            feed = live if len(live) > 1 else live * 2
+            tokens = torch.tensor([it.next for it in feed], dtype=torch.long, device=decoder.device)
+            positions = torch.tensor([it.position for it in feed], dtype=torch.long, device=decoder.device)
+            logits = batch.step(tokens, positions, max(it.position for it in live) + 1)
+            best = torch.argmax(logits[: len(live)], dim=-1).tolist()
+            for item, token in zip(live, best):
+                item.position += 1
+                choose(item, token)
+            # compaction: a finished row's slot gets the last live row (its K/V copied over)
+            slot = 0
+            while slot < len(live):
+                item = live[slot]
+                if not item.finish:
+                    slot += 1
+                    continue
+                finish(item)
+                done += 1
+                last = live.pop()
+                if last is not item:
+                    batch.move(len(live), slot, last.position)
+                    live[slot] = last
+            if progress:
+                progress(done, len(prompts))
+    return [r for r in out if r is not None]
+
+
+def _reply(tokenizer: Any, prompt: str, ids: list[int], row: _Row, finish: str) -> BatchReply:
+    special = set(tokenizer.all_special_ids) - _tag_ids(tokenizer)  # keep <think> tags that are special tokens
+    text = tokenizer.decode([t for t in ids if t not in special], skip_special_tokens=False)
+    reasoning, answer, closed = split_text(text, start_in_reasoning=opens_in_reasoning(prompt))
+    if finish == "length" and not closed:
+        finish = "length_in_reasoning"
+    n = len(ids)
+    reasoning_tokens = min(row.reasoning_tokens, n)
+    return BatchReply(reasoning.strip(), answer.strip(), reasoning_tokens, n - reasoning_tokens, finish,
+                      row.budget_hit)

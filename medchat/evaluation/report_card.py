@@ -28,13 +28,25 @@ def default_max_new_tokens(think_budget: int) -> int:
 
 
 def open_eval_backend(settings: Settings, adapter_path: Path | None, say: Say) -> Any:
-    """The base model (+ adapter) through transformers' ``generate``: the batched path needs the model
-    itself, which medchat's one-conversation fast decoder does not keep."""
+    """The base model (+ adapter) as the chat would load it: medchat's decode loop where it applies (many
+    rows in flight over a slot cache; int4 weights on CUDA, 16-bit on the CPU), else transformers'
+    ``generate`` in left-padded batches (``--decoder generate``, or a model the loop does not support)."""
     from medchat.engine.backends import open_local
+    from medchat.models.loading import pick_device
 
-    local = dataclasses.replace(settings, adapter=str(adapter_path) if adapter_path else "", endpoint="",
-                                decoder="generate")
+    local = dataclasses.replace(settings, adapter=str(adapter_path) if adapter_path else "", endpoint="")
+    if settings.quantize == "auto" and pick_device(settings.device) == "cpu":
+        # 16-bit weights on the CPU: the int8 kernel that speeds up the chat's batch 1 dequantises the
+        # weights again for every row, so at 16 rows it costs 2-3x a bfloat16 matmul, which costs about
+        # the same for 1 or 32 rows (benchmarks/RESULTS.md §7)
+        local = dataclasses.replace(local, quantize="none")
     return open_local(local, say)
+
+
+def _batch_size(backend: Any, max_new_tokens: int, rows: int) -> int:
+    """The backend's rows in flight (a backend without a batched path answers one row at a time)."""
+    default = getattr(backend, "default_batch_size", None)
+    return default(max_new_tokens, rows) if default is not None else 1
 
 
 def evaluate_items(backend: Any, bench: Benchmark, items: Sequence[Item], adapter_path: Path | None,
@@ -85,9 +97,9 @@ def run_evaluation(settings: Settings, adapter_path: Path | None, bench: Benchma
 
     backend = open_eval_backend(settings, adapter_path, say)
     try:
-        device = backend.info.device
-        es = EvalSettings(max_new_tokens or default_max_new_tokens(think_budget), think_budget,
-                          batch_size or (64 if device == "cuda" else 8), settings.system_prompt)
+        max_new = max_new_tokens or default_max_new_tokens(think_budget)
+        es = EvalSettings(max_new, think_budget,
+                          batch_size or _batch_size(backend, max_new, len(items)), settings.system_prompt)
         report, records = evaluate_items(backend, bench, items, adapter_path, es, say, style=style, seed=seed,
                                          contaminated=contaminated)
     finally:
@@ -107,7 +119,7 @@ def evaluate_adapter(settings: Settings, adapter_dir: Path, examples: Sequence[E
     bench = Benchmark("heldout", "heldout", heldout_items(examples, indices))
     backend = open_eval_backend(settings, adapter_dir, say)
     try:
-        es = EvalSettings(ft.eval_max_new_tokens, -1, 64 if backend.info.device == "cuda" else 8,
+        es = EvalSettings(ft.eval_max_new_tokens, -1, _batch_size(backend, ft.eval_max_new_tokens, len(bench.items)),
                           settings.system_prompt)
         return evaluate_items(backend, bench, bench.items, adapter_dir, es, say, style=style)
     finally:

@@ -66,7 +66,13 @@ def generate(backend: Any, items: Sequence[Item], settings: EvalSettings, say: S
         batch = BatchSettings(settings.max_new_tokens, settings.think_budget, settings.batch_size)
         return [Reply(r.reasoning, r.answer, r.reasoning_tokens, r.answer_tokens, r.finish_reason, r.budget_hit)
                 for r in backend.generate_batch(conversations, batch, progress=progress)]
-    return [_one(backend, msgs, settings) for msgs in conversations]
+    return one_at_a_time(backend, items, settings)
+
+
+def one_at_a_time(backend: Any, items: Sequence[Item], settings: EvalSettings) -> list[Reply]:
+    """The rows one by one through the chat's own path (``stream_events``: on the fast decoder its batch-1
+    loop, CUDA graphs included), with the thinking budget: the serial reference for the batched path."""
+    return [_one(backend, messages_for(it, settings.system_prompt), settings) for it in items]
 
 
 def _one(backend: Any, messages: list[Message], settings: EvalSettings) -> Reply:
@@ -74,7 +80,8 @@ def _one(backend: Any, messages: list[Message], settings: EvalSettings) -> Reply
     from medchat.engine.events import GenerationDone, GenerationFailed
     from medchat.engine.session import stream_events
 
-    gen = GenerationSettings(temperature=0.0, max_new_tokens=settings.max_new_tokens, repetition_penalty=1.0, seed=0)
+    gen = GenerationSettings(temperature=0.0, max_new_tokens=settings.max_new_tokens, repetition_penalty=1.0, seed=0,
+                             think_budget=settings.think_budget)
     for event in stream_events(backend, messages, gen):
         if isinstance(event, GenerationDone):
             s = event.stats

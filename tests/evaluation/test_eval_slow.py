@@ -71,6 +71,37 @@ def test_batched_matches_one_at_a_time_and_budget_closes_reasoning(float32_backe
         assert r.budget_hit and r.reasoning_tokens == 4 and r.finish_reason != "length_in_reasoning"
 
 
+@pytest.fixture(scope="module")
+def float32_fast_backend(embedded_model_dir):
+    """The embedded model in medchat's decode loop, float32 weights (the path `medchat eval` takes)."""
+    from medchat.config import load_settings
+    from medchat.engine.backends.fast import open_fast
+    from medchat.models.catalog import EMBEDDED, EMBEDDED_ID, ResolvedModel
+
+    resolved = ResolvedModel(EMBEDDED, EMBEDDED_ID, str(embedded_model_dir))
+    settings = load_settings({"model": EMBEDDED, "quantize": "none", "dtype": "float32", "decoder": "fast",
+                              "device": "cpu", "offline": True})
+    backend, why = open_fast(settings, resolved, "cpu", None, lambda _m: None)
+    assert backend is not None, why
+    return backend
+
+
+def test_slots_give_the_replies_of_one_row_at_a_time(float32_fast_backend):
+    """Rows in slots (refilled, compacted) answer exactly as the same loop does one row at a time."""
+    from medchat.chatformat.messages import Message
+    from medchat.engine.batched import BatchSettings
+
+    backend = float32_fast_backend
+    questions = ("What is anaemia?", "Name one cause of chest pain in adults.", "Hi", "What does insulin do?")
+    convs = [[Message("user", q)] for q in questions]
+    for style, budget in (("chat_template", -1), ("r1-medical", 4)):
+        backend.prompt_style = style
+        together = backend.generate_batch(convs, BatchSettings(20, budget, 3))
+        assert together == backend.generate_batch(convs, BatchSettings(20, budget, 1))
+        if budget > 0:
+            assert all(r.budget_hit and r.reasoning_tokens == budget for r in together)
+
+
 @pytest.fixture
 def stored_adapter(embedded_model_dir, medchat_home):
     """A random r8 LoRA adapter for SmolLM2 in the store, with a manifest naming its training rows."""

@@ -67,7 +67,6 @@ def plan_fast(settings: Settings, resolved: ResolvedModel, device: str) -> tuple
 class FastBackend(HFBackend):
     """HFBackend whose generation runs through a FastDecoder (same prompts, same events)."""
 
-    generate_batch = None  # the decoder runs one conversation at a time; evaluation loads with "generate"
 
     def __init__(self, decoder: Any, model: Any, tokenizer: Any, resolved: ResolvedModel, info: BackendInfo,
                  settings: Settings, weights: str, adapter: str | None) -> None:
@@ -155,6 +154,23 @@ class FastBackend(HFBackend):
             tracker.closed()
             prompt += generated + close
             left -= len(generated) + len(close)
+
+    def generate_batch(self, conversations: Sequence[Sequence[Message]], settings: Any, *,
+                       cancel: threading.Event | None = None, progress: Any = None) -> list[Any]:
+        """Greedy replies to many conversations at once through the decoder (``medchat.engine.batched``:
+        a slot per row, a finished row's slot refilled at once), this backend's prompt style and adapter."""
+        from medchat.engine.batched import generate_batch_fast
+
+        prompts = [self.render(m) for m in conversations]
+        with self._fast_lock:
+            return generate_batch_fast(self.decoder, self.tokenizer, prompts, settings, self._eos_ids,
+                                       cancel=cancel, progress=progress)
+
+    def default_batch_size(self, max_new_tokens: int, rows: int = 1 << 30) -> int:
+        """Rows in flight for evaluating ``rows`` rows (room for prompts of up to 1,024 tokens)."""
+        from medchat.engine.batched import default_slots
+
+        return default_slots(self.decoder, min(max_new_tokens + 1024, self.decoder.max_context), rows)
 
     @contextlib.contextmanager
     def adapter_off(self) -> Iterator[None]:

@@ -176,6 +176,10 @@ class HFBackend:
         with self._lock, torch.inference_mode(), self._adapter_context():
             return generate_batch(self.model, self.tokenizer, prompts, settings, cancel=cancel, progress=progress)
 
+    def default_batch_size(self, max_new_tokens: int, rows: int = 1 << 30) -> int:
+        """Rows per left-padded ``generate`` batch for evaluation."""
+        return 64 if self.info.device == "cuda" else 8
+
     def _finish_reason(self, ids: list[int], settings: GenerationSettings, cancel: threading.Event) -> str:
         if ids and ids[-1] in self._eos_ids:
             return "stop"
